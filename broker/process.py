@@ -1,0 +1,200 @@
+"""A broker child process on 127.0.0.1: start it, wait until it accepts, stop it by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from pipeline.config import MqttProtocol
+from pipeline.errors import BrokerError
+
+__all__ = ["BrokerInfo", "BrokerProcess", "free_port"]
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """An ephemeral port that was free a moment ago (callers retry if it is taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerInfo:
+    """What clients need to know about a running broker."""
+
+    kind: str  # "mosquitto" or "embedded"
+    port: int
+    protocol: MqttProtocol  # the MQTT version clients should speak: "5" or "3.1.1"
+    shared_subscriptions: bool
+    limitations: str  # said in the log, so users know what they are not getting
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{HOST}:{self.port}"
+
+
+class BrokerProcess:
+    """Runs ``argv_for(port, workdir)`` as a child and owns it until :meth:`stop`.
+
+    Reusable but not re-entrant: ``start`` on a running broker is an error. With
+    ``port=0`` an ephemeral port is chosen, retrying if another process takes it first.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        argv_for: Callable[[int, Path], list[str]],
+        port: int = 0,
+        protocol: MqttProtocol,
+        shared_subscriptions: bool,
+        limitations: str = "",
+        startup_timeout_s: float = 10.0,
+    ) -> None:
+        self._kind = kind
+        self._argv_for = argv_for
+        self._requested_port = port
+        self._protocol = protocol
+        self._shared = shared_subscriptions
+        self._limitations = limitations
+        self._startup_timeout_s = startup_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._info: BrokerInfo | None = None
+
+    @property
+    def info(self) -> BrokerInfo:
+        if self._info is None:
+            raise BrokerError(f"the {self._kind} broker is not running")
+        return self._info
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def start(self) -> BrokerInfo:
+        if self._proc is not None:
+            raise BrokerError(f"the {self._kind} broker is already running (pid {self.pid})")
+        self._workdir = tempfile.TemporaryDirectory(prefix=f"camoffload-{self._kind}-")
+        attempts = 1 if self._requested_port else 3
+        last_error = ""
+        for _ in range(attempts):
+            port = self._requested_port or free_port()
+            try:
+                self._spawn(port)
+            except BrokerError as exc:
+                last_error = str(exc)
+                continue
+            self._info = BrokerInfo(
+                kind=self._kind,
+                port=port,
+                protocol=self._protocol,
+                shared_subscriptions=self._shared,
+                limitations=self._limitations,
+            )
+            return self._info
+        self._cleanup_workdir()
+        raise BrokerError(last_error)
+
+    def _spawn(self, port: int) -> None:
+        assert self._workdir is not None
+        workdir = Path(self._workdir.name)
+        argv = self._argv_for(port, workdir)
+        log_path = workdir / "broker.log"
+        with log_path.open("wb") as log:
+            try:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                )
+            except OSError as exc:
+                raise BrokerError(f"cannot run {argv[0]!r}: {exc}") from exc
+        deadline = time.monotonic() + self._startup_timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(
+                    f"{self._kind} broker exited with code {proc.returncode} on port {port}: "
+                    f"{_tail(log_path)}"
+                )
+            if _accepts(port):
+                self._proc = proc
+                logger.info("%s broker pid %d listening on %s:%d", self._kind, proc.pid, HOST, port)
+                return
+            time.sleep(0.02)
+        _terminate(proc)
+        raise BrokerError(
+            f"{self._kind} broker did not accept connections on port {port} within "
+            f"{self._startup_timeout_s:.0f} s: {_tail(log_path)}"
+        )
+
+    def returncode(self) -> int | None:
+        """``None`` while the broker runs; its exit code once it has exited on its own."""
+        if self._proc is None:
+            raise BrokerError(f"the {self._kind} broker is not running")
+        return self._proc.poll()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit within 5 s. Idempotent."""
+        proc, self._proc, self._info = self._proc, None, None
+        if proc is not None:
+            _terminate(proc)
+            logger.info("%s broker pid %d stopped", self._kind, proc.pid)
+        self._cleanup_workdir()
+
+    def _cleanup_workdir(self) -> None:
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> BrokerInfo:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"

@@ -1,0 +1,3 @@
+from camoffload.cli import main
+
+raise SystemExit(main())

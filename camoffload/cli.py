@@ -1,0 +1,210 @@
+"""The ``camoffload`` command: broker, worker, edge and demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from camoffload import __version__
+from camoffload.lifecycle import run_with_signals, serve_until_stopped
+from camoffload.report import format_summary
+from pipeline.config import Config, load_config
+from pipeline.errors import CamoffloadError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("camoffload")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("CAMOFFLOAD_CONFIG"),
+        help="TOML config file (default: $CAMOFFLOAD_CONFIG)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting (repeatable), e.g. --set edge.deadline_ms=500",
+    )
+    parser.add_argument("--broker", dest="broker_url", help="broker URL, mqtt://host:port")
+    parser.add_argument(
+        "--validate-config", action="store_true", help="print the resolved config and exit"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="camoffload",
+        description="Decide when a camera should ask the cloud for help, over MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"camoffload {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("broker", help="run a local development broker in the foreground")
+    p.add_argument("--kind", choices=["auto", "mosquitto", "embedded"], default="auto")
+    p.add_argument("--port", type=int, default=1883, help="0 picks a free port")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    p = sub.add_parser("worker", help="run a cloud worker")
+    _common(p)
+
+    p = sub.add_parser("edge", help="run an edge node on a camera, stream, video or folder")
+    _common(p)
+    p.add_argument("source", help="camera index (0), rtsp://... URL, video file or image folder")
+    p.add_argument("--frames", type=int, default=None, help="stop after N frames")
+
+    p = sub.add_parser("demo", help="broker + worker + edge replaying a video, then a summary")
+    _common(p)
+    p.add_argument("source", nargs="?", default=None, help="default: OpenCV's vtest.avi")
+    p.add_argument("--frames", type=int, default=50, help="frames to replay (default 50)")
+    p.add_argument(
+        "--broker-kind",
+        choices=["auto", "mosquitto", "embedded"],
+        default="auto",
+        help="local broker to start when --broker is not given (auto: mosquitto if installed)",
+    )
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    overrides = list(args.overrides)
+    if args.broker_url:
+        overrides.append(f"broker.url={args.broker_url}")
+    return load_config(args.config, overrides=overrides)
+
+
+def _print_config(config: Config) -> None:
+    # The password field has repr=False, so secrets never reach the terminal.
+    for section in ("broker", "edge", "worker"):
+        values = dataclasses.asdict(getattr(config, section))
+        values.pop("password", None)
+        print(f"[{section}]")
+        for key, value in values.items():
+            print(f"{key} = {value!r}")
+    print(f"prefix = {config.prefix!r}")
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from broker import local_broker
+
+    proc = local_broker(args.kind, port=args.port)
+
+    async def main(stop: asyncio.Event) -> int:
+        info = await asyncio.to_thread(proc.start)
+        try:
+            print(f"{info.kind} broker listening on {info.url} (Ctrl-C to stop)", flush=True)
+            if info.limitations:
+                logger.warning("the %s broker lacks: %s", info.kind, info.limitations)
+            while not stop.is_set():
+                code = proc.returncode()
+                if code is not None:
+                    logger.error("the %s broker exited with code %d", info.kind, code)
+                    return 1
+                try:
+                    async with asyncio.timeout(0.5):
+                        await stop.wait()
+                except TimeoutError:
+                    pass
+            return 0
+        finally:
+            await asyncio.to_thread(proc.stop)
+
+    return run_with_signals(main)
+
+
+def _cmd_worker(config: Config) -> int:
+    from cloud_worker import CloudWorker
+
+    async def main(stop: asyncio.Event) -> int:
+        await serve_until_stopped(CloudWorker(config).run(), stop)
+        return 0
+
+    return run_with_signals(main)
+
+
+def _cmd_edge(config: Config, args: argparse.Namespace) -> int:
+    from edge_node import EdgeNode, Ledger, open_source
+
+    async def main(stop: asyncio.Event) -> int:
+        source = await asyncio.to_thread(open_source, args.source)
+        ledger = Ledger(config.edge.ledger_path)
+        try:
+            summary = await EdgeNode(config, source, ledger).run(max_frames=args.frames, stop=stop)
+        finally:
+            ledger.close()
+        print(
+            format_summary(summary, title=f"camoffload edge {config.edge.edge_id}: {args.source}")
+        )
+        return 0
+
+    return run_with_signals(main)
+
+
+def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
+    from camoffload.demo import default_video, run_demo
+
+    source = args.source or str(default_video())
+
+    async def main(stop: asyncio.Event) -> int:
+        outcome = await run_demo(
+            config,
+            source=source,
+            frames=args.frames,
+            broker_url=args.broker_url,
+            broker_kind=args.broker_kind,
+            stop=stop,
+        )
+        title = f"camoffload demo: {outcome.source} via {outcome.broker}, model {outcome.model}"
+        print(format_summary(outcome.summary, title=title), flush=True)
+        return 0
+
+    return run_with_signals(main)
+
+
+def _errors(exc: BaseException) -> list[CamoffloadError]:
+    if isinstance(exc, CamoffloadError):
+        return [exc]
+    if isinstance(exc, BaseExceptionGroup):
+        return [e for sub in exc.exceptions for e in _errors(sub)]
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "broker":
+            return _cmd_broker(args)
+        config = _load(args)
+        if args.validate_config:
+            _print_config(config)
+            return 0
+        if args.command == "worker":
+            return _cmd_worker(config)
+        if args.command == "edge":
+            return _cmd_edge(config, args)
+        return _cmd_demo(config, args)
+    except asyncio.CancelledError:
+        logger.warning("aborted")
+        return 130
+    except (CamoffloadError, BaseExceptionGroup) as exc:
+        errors = _errors(exc)
+        if not errors:
+            raise
+        for error in errors:
+            print(f"camoffload {args.command}: error: {error}", file=sys.stderr)
+        return 1

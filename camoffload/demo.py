@@ -1,0 +1,113 @@
+"""``camoffload demo``: a broker, one worker and one edge replaying a video, in one go."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker import BrokerKind, BrokerProcess, local_broker
+from cloud_worker import CloudWorker
+from edge_node import EdgeNode, FrameSource, Ledger, LedgerSummary, open_source
+from pipeline.config import Config
+from pipeline.errors import CamoffloadError, SourceError
+
+__all__ = ["DemoOutcome", "default_video", "run_demo"]
+
+logger = logging.getLogger(__name__)
+
+_VIDEO_CANDIDATES = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vtest.avi",
+    Path.cwd().parent / "shared" / "data" / "vtest.avi",
+    Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi"),
+)
+
+
+def default_video() -> Path:
+    """OpenCV's sample surveillance clip, from ../shared or Debian's opencv-doc."""
+    for candidate in _VIDEO_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    raise SourceError(
+        "no default video found (looked for "
+        + ", ".join(str(c) for c in _VIDEO_CANDIDATES)
+        + "); pass a video file, image folder or camera index"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOutcome:
+    summary: LedgerSummary
+    broker: str  # "mosquitto (mqtt://...)", "embedded (...)" or the given URL
+    source: str
+    model: str
+
+
+async def run_demo(
+    config: Config,
+    *,
+    source: str,
+    frames: int | None,
+    broker_url: str | None = None,
+    broker_kind: BrokerKind = "auto",
+    stop: asyncio.Event | None = None,
+) -> DemoOutcome:
+    """Start a broker (unless ``broker_url``), a worker and an edge; replay ``source``."""
+    broker_proc: BrokerProcess | None = None
+    if broker_url is None:
+        broker_proc = local_broker(broker_kind)
+        info = await asyncio.to_thread(broker_proc.start)
+        broker_desc = f"{info.kind} ({info.url})"
+        if info.limitations:
+            logger.warning("using the %s broker; it lacks: %s", info.kind, info.limitations)
+        else:
+            logger.info("using the %s broker on %s", info.kind, info.url)
+        config = dataclasses.replace(
+            config,
+            broker=dataclasses.replace(config.broker, url=info.url, protocol=info.protocol),
+            worker=dataclasses.replace(
+                config.worker, shared_subscription=info.shared_subscriptions
+            ),
+        )
+    else:
+        config = dataclasses.replace(
+            config, broker=dataclasses.replace(config.broker, url=broker_url)
+        )
+        broker_desc = broker_url
+    try:
+        frame_source = await asyncio.to_thread(open_source, source)
+        ledger = Ledger(config.edge.ledger_path)
+        try:
+            summary = await _run_pair(config, frame_source, ledger, frames, stop)
+        finally:
+            ledger.close()
+    finally:
+        if broker_proc is not None:
+            await asyncio.to_thread(broker_proc.stop)
+    return DemoOutcome(
+        summary=summary, broker=broker_desc, source=source, model=config.worker.model
+    )
+
+
+async def _run_pair(
+    config: Config,
+    frame_source: FrameSource,
+    ledger: Ledger,
+    frames: int | None,
+    stop: asyncio.Event | None,
+) -> LedgerSummary:
+    worker = CloudWorker(config)
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        worker_task = tg.create_task(worker.run(ready=ready), name="demo-worker")
+        ready_task = tg.create_task(ready.wait(), name="demo-worker-ready")
+        await asyncio.wait({worker_task, ready_task}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.is_set():
+            # A failing worker makes the group raise its error; this is the other case.
+            raise CamoffloadError("the worker stopped before it was ready")
+        edge = EdgeNode(config, frame_source, ledger)
+        summary = await edge.run(max_frames=frames, stop=stop)
+        worker_task.cancel()
+    return summary

@@ -1,0 +1,62 @@
+"""Running a component until SIGINT/SIGTERM: first signal stops gracefully, second aborts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+__all__ = ["run_with_signals", "serve_until_stopped"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def run_with_signals(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """``asyncio.run(main(stop))``; ``stop`` is set by the first SIGINT/SIGTERM and the
+    main task is cancelled by the second (for a shutdown that hangs)."""
+
+    async def runner() -> T:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal(sig: signal.Signals) -> None:
+            if stop.is_set():
+                logger.warning("%s again: aborting", sig.name)
+                task.cancel()
+            else:
+                logger.warning("%s: stopping (send it again to abort)", sig.name)
+                stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            return await main(stop)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(runner())
+
+
+async def serve_until_stopped(service: Awaitable[None], stop: asyncio.Event) -> None:
+    """Run ``service`` until it ends (errors propagate) or ``stop`` is set (then cancel it
+    and wait for its cleanup)."""
+    service_task = asyncio.ensure_future(service)
+    stop_task = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({service_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop_task.cancel()
+        if not service_task.done():
+            service_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await service_task
+    if not service_task.cancelled():
+        service_task.result()

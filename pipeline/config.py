@@ -1,0 +1,365 @@
+"""One typed, closed configuration for every process.
+
+Layers, later wins: built-in defaults < TOML file < environment < command line.
+
+* TOML: top-level ``prefix`` and tables ``[broker]``, ``[edge]``, ``[worker]``.
+* Environment: ``CAMOFFLOAD_PREFIX``, ``CAMOFFLOAD_<SECTION>_<KEY>``
+  (e.g. ``CAMOFFLOAD_EDGE_DEADLINE_MS=500``).
+* Command line: ``--set section.key=value`` (and shortcuts such as ``--broker URL``).
+
+Unknown keys are errors, not silently ignored. The broker password is a secret: it is
+read only from ``CAMOFFLOAD_BROKER_PASSWORD`` or from ``broker.password_file``, never
+from the command line or a URL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pipeline.errors import ConfigError
+from pipeline.topics import Topics, validate_level
+
+__all__ = [
+    "BrokerConfig",
+    "Config",
+    "EdgeConfig",
+    "MqttProtocol",
+    "WorkerConfig",
+    "load_config",
+]
+
+ENV_PREFIX = "CAMOFFLOAD_"
+PASSWORD_ENV = "CAMOFFLOAD_BROKER_PASSWORD"  # noqa: S105 - the variable name, not a secret
+DEFAULT_PREFIX = "camoffload"
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
+MqttProtocol = Literal["5", "3.1.1"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerConfig:
+    """How to reach the MQTT broker."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    password_file: str | None = None
+    protocol: MqttProtocol = "5"
+    keepalive_s: int = 30
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ConfigError(
+                f"broker url {self.url!r} must start with mqtt:// or mqtts://", key="broker.url"
+            )
+        if not parts.hostname:
+            raise ConfigError(f"broker url {self.url!r} has no host", key="broker.url")
+        if parts.password is not None:
+            raise ConfigError(
+                f"broker url must not contain a password: set {PASSWORD_ENV} "
+                "or broker.password_file",
+                key="broker.url",
+            )
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"broker url {self.url!r}: {exc}", key="broker.url") from exc
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ConfigError(
+                f"broker url {self.url!r} takes no path, query or fragment", key="broker.url"
+            )
+        if parts.username and self.username and parts.username != self.username:
+            raise ConfigError(
+                "broker.username and the user in broker.url disagree", key="broker.username"
+            )
+        if self.password is not None and self.password_file is not None:
+            raise ConfigError(
+                f"give the password by {PASSWORD_ENV} or broker.password_file, not both",
+                key="broker.password_file",
+            )
+        if (self.password is not None or self.password_file is not None) and not self.user:
+            raise ConfigError("a broker password requires a username", key="broker.username")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError(
+                "broker.cert_file and broker.key_file go together", key="broker.cert_file"
+            )
+        if not 5 <= self.keepalive_s <= 3600:
+            raise ConfigError("broker.keepalive_s must be 5-3600", key="broker.keepalive_s")
+
+    @property
+    def host(self) -> str:
+        host = urlsplit(self.url).hostname
+        assert host is not None  # checked in __post_init__
+        return host
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def user(self) -> str | None:
+        return self.username or urlsplit(self.url).username or None
+
+    def read_password(self) -> str | None:
+        """The password, from the environment-supplied value or the password file."""
+        if self.password_file is None:
+            return self.password
+        try:
+            return Path(self.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read broker.password_file {self.password_file!r}: {exc}",
+                key="broker.password_file",
+            ) from exc
+
+
+def _check_qos(qos: int, key: str) -> None:
+    if qos not in (0, 1, 2):
+        raise ConfigError(f"{key} must be 0, 1 or 2", key=key)
+
+
+def _check_positive(values: Mapping[str, float]) -> None:
+    for key, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be > 0, got {value}", key=key)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EdgeConfig:
+    """The edge node: identity, offload transport and deadline."""
+
+    edge_id: str = "edge-1"
+    qos: int = 1
+    deadline_ms: float = 1000.0
+    max_in_flight: int = 8
+    jpeg_quality: int = 90
+    model: str = DEFAULT_MODEL
+    rate: str = "max"  # "max", "real" (the source's own fps) or a number of frames/s
+    ledger_path: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_level(self.edge_id, "edge.edge_id")
+        _check_qos(self.qos, "edge.qos")
+        _check_positive(
+            {"edge.deadline_ms": self.deadline_ms, "edge.max_in_flight": self.max_in_flight}
+        )
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError("edge.jpeg_quality must be 1-100", key="edge.jpeg_quality")
+        if self.rate not in ("max", "real"):
+            try:
+                rate = float(self.rate)
+            except ValueError:
+                rate = 0.0
+            if rate <= 0:
+                raise ConfigError(
+                    f"edge.rate must be 'max', 'real' or a positive number, got {self.rate!r}",
+                    key="edge.rate",
+                )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    """A cloud worker: identity, subscription, batching and queue bounds."""
+
+    worker_id: str = "worker-1"
+    group: str = "workers"
+    shared_subscription: bool = True
+    qos: int = 1
+    model: str = DEFAULT_MODEL
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    status_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        validate_level(self.worker_id, "worker.worker_id")
+        validate_level(self.group, "worker.group")
+        _check_qos(self.qos, "worker.qos")
+        _check_positive(
+            {
+                "worker.max_batch": self.max_batch,
+                "worker.max_queue": self.max_queue,
+                "worker.status_interval_s": self.status_interval_s,
+            }
+        )
+        if self.max_wait_ms < 0:
+            raise ConfigError("worker.max_wait_ms must be >= 0", key="worker.max_wait_ms")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    prefix: str = DEFAULT_PREFIX
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+
+    def __post_init__(self) -> None:
+        Topics(self.prefix)  # validates the prefix
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.prefix)
+
+
+_SECTIONS: dict[str, type] = {"broker": BrokerConfig, "edge": EdgeConfig, "worker": WorkerConfig}
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _parse_scalar(value: object, tp: Any, key: str) -> object:
+    """Convert a TOML value or a string (env, CLI) to the declared field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        members = [m for m in typing.get_args(tp) if m is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none")):
+            return None
+        return _parse_scalar(value, members[0], key)
+    if origin is Literal:
+        allowed = [str(a) for a in typing.get_args(tp)]
+        text = str(value)
+        if text not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {text!r}", key=key)
+        return text
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise ConfigError(f"{key} must be true or false, got {value!r}", key=key)
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}", key=key)
+        if isinstance(value, (int, float)) and (tp is float or isinstance(value, int)):
+            return tp(value)
+        try:
+            return tp(str(value))
+        except ValueError:
+            raise ConfigError(
+                f"{key} must be {'an integer' if tp is int else 'a number'}, got {value!r}",
+                key=key,
+            ) from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key} must be a string", key=key)
+        return str(value)
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module
+
+
+def _build_section(cls: type, values: Mapping[str, object], section: str) -> object:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) in [{section}]: {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(names))})",
+            key=f"{section}.{unknown[0]}",
+        )
+    kwargs = {
+        name: _parse_scalar(value, hints[name], f"{section}.{name}")
+        for name, value in values.items()
+    }
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - names are checked above
+        raise ConfigError(f"[{section}]: {exc}") from exc
+
+
+def _set_key(layers: dict[str, dict[str, object]], dotted: str, value: object, origin: str) -> None:
+    if dotted == "prefix":
+        layers["_"]["prefix"] = value
+        return
+    section, _, key = dotted.partition(".")
+    if section not in _SECTIONS or not key:
+        raise ConfigError(
+            f"{origin}: unknown setting {dotted!r} (sections: {', '.join(_SECTIONS)})", key=dotted
+        )
+    layers[section][key] = value
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+
+
+def load_config(
+    path: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Sequence[str] = (),
+) -> Config:
+    """Build the configuration from defaults, a TOML file, the environment and
+    ``section.key=value`` overrides, validating every value and combination."""
+    env = os.environ if env is None else env
+    layers: dict[str, dict[str, object]] = {"_": {}, **{s: {} for s in _SECTIONS}}
+
+    if path is not None:
+        data = _read_toml(Path(path))
+        for key, value in data.items():
+            if isinstance(value, dict):
+                for sub_key, sub_value in value.items():
+                    _set_key(layers, f"{key}.{sub_key}", sub_value, f"config file {path}")
+            else:
+                _set_key(layers, key, value, f"config file {path}")
+
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in (PASSWORD_ENV, "CAMOFFLOAD_CONFIG"):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        if rest == "prefix":
+            _set_key(layers, "prefix", value, f"environment {name}")
+            continue
+        section, _, key = rest.partition("_")
+        if section in _SECTIONS:
+            _set_key(layers, f"{section}.{key}", value, f"environment {name}")
+
+    for item in overrides:
+        dotted, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        _set_key(layers, dotted.strip(), value, "command line")
+
+    if "password" in layers["broker"]:
+        raise ConfigError(
+            f"the broker password is a secret: set {PASSWORD_ENV} or broker.password_file "
+            "instead of putting it in a file or on the command line",
+            key="broker.password",
+        )
+    if PASSWORD_ENV in env:
+        layers["broker"]["password"] = env[PASSWORD_ENV]
+
+    prefix = layers["_"].get("prefix", DEFAULT_PREFIX)
+    if not isinstance(prefix, str):
+        raise ConfigError("prefix must be a string", key="prefix")
+    return Config(
+        prefix=prefix,
+        broker=_build_section(BrokerConfig, layers["broker"], "broker"),  # type: ignore[arg-type]
+        edge=_build_section(EdgeConfig, layers["edge"], "edge"),  # type: ignore[arg-type]
+        worker=_build_section(WorkerConfig, layers["worker"], "worker"),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,38 @@
+"""Field-level invariants shared by the envelopes (ids, ranges)."""
+
+from __future__ import annotations
+
+from pipeline.errors import ProtocolError
+
+MAX_ID_CHARS = 128
+_FORBIDDEN_ID_CHARS = frozenset("/+#\x00")
+
+
+def check_id(value: str, field: str, frame_id: str | None = None) -> None:
+    """An id becomes a topic level, so it must be a non-empty level without wildcards."""
+    if not value or len(value) > MAX_ID_CHARS or _FORBIDDEN_ID_CHARS & set(value):
+        raise ProtocolError(
+            f"field {field!r}: {value[:40]!r} is not a valid id "
+            f"(1-{MAX_ID_CHARS} chars, no '/', '+', '#' or NUL)",
+            reason="bad_value",
+            frame_id=frame_id,
+        )
+
+
+def check_range(
+    value: float | None, field: str, lo: float, hi: float, frame_id: str | None = None
+) -> None:
+    if value is not None and not lo <= value <= hi:
+        raise ProtocolError(
+            f"field {field!r}: {value!r} is outside [{lo}, {hi}]",
+            reason="bad_value",
+            frame_id=frame_id,
+        )
+
+
+def check_non_negative(values: dict[str, float], frame_id: str | None = None) -> None:
+    for field, value in values.items():
+        if value < 0:
+            raise ProtocolError(
+                f"field {field!r}: {value!r} is negative", reason="bad_value", frame_id=frame_id
+            )

@@ -1,0 +1,232 @@
+"""MessagePack framing and strict, type-driven validation shared by every envelope.
+
+Each envelope is a frozen dataclass; its type hints are the schema. Decoding checks the
+outer map (schema version, message type, no unknown keys) and then every field against
+its declared type, so a bad message fails here with a :class:`ProtocolError` that says
+which field is wrong, before any code acts on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import math
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import msgpack
+
+from pipeline.errors import ProtocolError
+
+SCHEMA_VERSION = 1
+"""Wire schema version; bumped on any incompatible change to any envelope."""
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""Hard ceiling on an encoded message: anything bigger is refused before unpacking."""
+
+MAX_STR_CHARS = 4096
+MAX_ARRAY_ITEMS = 1024
+
+_VERSION_KEY = "v"
+_TYPE_KEY = "t"
+
+
+class Envelope(Protocol):
+    """What every wire type provides (used for typing the generic helpers)."""
+
+    MESSAGE_TYPE: ClassVar[str]
+
+
+E = TypeVar("E", bound=Envelope)
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+@functools.cache
+def _required_fields(cls: type) -> frozenset[str]:
+    return frozenset(
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _bad_type(field: str, expected: str, value: object, frame_id: str | None) -> ProtocolError:
+    return ProtocolError(
+        f"field {field!r}: expected {expected}, got {type(value).__name__}",
+        reason="wrong_type",
+        frame_id=frame_id,
+    )
+
+
+def _coerce(value: object, tp: Any, field: str, frame_id: str | None) -> object:
+    """Check ``value`` against the declared type ``tp`` and return it in Python form."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        members = typing.get_args(tp)
+        if value is None and type(None) in members:
+            return None
+        (inner,) = [m for m in members if m is not type(None)]
+        return _coerce(value, inner, field, frame_id)
+    if origin is tuple:
+        item_type = typing.get_args(tp)[0]
+        if not isinstance(value, (tuple, list)):
+            raise _bad_type(field, "array", value, frame_id)
+        if len(value) > MAX_ARRAY_ITEMS:
+            raise ProtocolError(
+                f"field {field!r}: {len(value)} items is more than {MAX_ARRAY_ITEMS}",
+                reason="oversize",
+                frame_id=frame_id,
+            )
+        return tuple(_coerce(item, item_type, f"{field}[]", frame_id) for item in value)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if not isinstance(value, str):
+            raise _bad_type(field, "string", value, frame_id)
+        try:
+            return tp(value)
+        except ValueError:
+            allowed = ", ".join(m.value for m in tp)
+            raise ProtocolError(
+                f"field {field!r}: {value!r} is not one of {allowed}",
+                reason="bad_value",
+                frame_id=frame_id,
+            ) from None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _bad_type(field, "bool", value, frame_id)
+        return value
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _bad_type(field, "int", value, frame_id)
+        return value
+    if tp is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise _bad_type(field, "float", value, frame_id)
+        if not math.isfinite(value):
+            raise ProtocolError(
+                f"field {field!r}: {value!r} is not a finite number",
+                reason="bad_value",
+                frame_id=frame_id,
+            )
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _bad_type(field, "string", value, frame_id)
+        if len(value) > MAX_STR_CHARS:
+            raise ProtocolError(
+                f"field {field!r}: string of {len(value)} chars is too long",
+                reason="oversize",
+                frame_id=frame_id,
+            )
+        return value
+    if tp is bytes:
+        if not isinstance(value, bytes):
+            raise _bad_type(field, "binary", value, frame_id)
+        return value
+    raise TypeError(f"unsupported schema type {_type_name(tp)} for field {field!r}")
+
+
+def _to_wire(value: object) -> object:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_to_wire(v) for v in value]
+    return value
+
+
+def encode(message: Envelope) -> bytes:
+    """Encode a wire dataclass as a MessagePack map with version and type keys."""
+    body: dict[str, object] = {_VERSION_KEY: SCHEMA_VERSION, _TYPE_KEY: message.MESSAGE_TYPE}
+    for field in dataclasses.fields(message):  # type: ignore[arg-type]
+        body[field.name] = _to_wire(getattr(message, field.name))
+    packed = msgpack.packb(body, use_bin_type=True)
+    assert isinstance(packed, bytes)
+    return packed
+
+
+def unpack_map(data: bytes | bytearray | memoryview, *, max_bytes: int) -> dict[str, object]:
+    """Unpack ``data`` as one MessagePack map with string keys and a known version."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError(f"expected bytes, got {type(data).__name__}", reason="not_msgpack")
+    if len(data) > max_bytes:
+        raise ProtocolError(
+            f"message of {len(data)} bytes exceeds the limit of {max_bytes}", reason="oversize"
+        )
+    try:
+        obj = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+            max_ext_len=0,
+            max_str_len=MAX_STR_CHARS * 4,
+            max_array_len=MAX_ARRAY_ITEMS,
+            max_map_len=64,
+        )
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        # msgpack signals truncation, trailing bytes, bad UTF-8, ext types and limits
+        # with these; all of them mean "not one of our messages".
+        raise ProtocolError(f"not a MessagePack message: {exc}", reason="not_msgpack") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError(
+            f"expected a MessagePack map, got {type(obj).__name__}", reason="not_a_map"
+        )
+    version = obj.get(_VERSION_KEY)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise ProtocolError(
+            f"unsupported schema version {version!r} (this build speaks {SCHEMA_VERSION})",
+            reason="bad_version",
+        )
+    return obj
+
+
+def message_type(obj: Mapping[str, object]) -> str:
+    kind = obj.get(_TYPE_KEY)
+    if not isinstance(kind, str):
+        raise ProtocolError("missing or non-string message type 't'", reason="missing_field")
+    return kind
+
+
+def decode_as(cls: type[E], obj: Mapping[str, object]) -> E:
+    """Validate an unpacked map against ``cls`` and build it."""
+    raw_id = obj.get("frame_id")
+    frame_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 256 else None
+    kind = message_type(obj)
+    if kind != cls.MESSAGE_TYPE:
+        raise ProtocolError(
+            f"expected a {cls.MESSAGE_TYPE!r} message, got {kind!r}",
+            reason="wrong_message_type",
+            frame_id=frame_id,
+        )
+    types_by_field = _field_types(cls)
+    unknown = sorted(set(obj) - set(types_by_field) - {_VERSION_KEY, _TYPE_KEY})
+    if unknown:
+        raise ProtocolError(
+            f"unknown field(s) {', '.join(map(repr, unknown))} in {kind!r} message",
+            reason="unknown_field",
+            frame_id=frame_id,
+        )
+    missing = sorted(_required_fields(cls) - set(obj))
+    if missing:
+        raise ProtocolError(
+            f"missing field(s) {', '.join(map(repr, missing))} in {kind!r} message",
+            reason="missing_field",
+            frame_id=frame_id,
+        )
+    kwargs = {
+        name: _coerce(obj[name], tp, name, frame_id)
+        for name, tp in types_by_field.items()
+        if name in obj
+    }
+    return cls(**kwargs)

@@ -1,0 +1,78 @@
+"""The final decision an edge publishes for every frame on ``{prefix}/events/{edge_id}``."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pipeline.errors import ProtocolError
+from pipeline.protocol import _wire
+from pipeline.protocol._checks import check_id, check_non_negative, check_range
+
+__all__ = ["Decision", "Event"]
+
+MAX_EVENT_BYTES = 64 * 1024
+
+
+class Decision(enum.StrEnum):
+    """How a frame's answer was reached; every captured frame gets exactly one."""
+
+    LOCAL = "local"  # the edge's own model answered
+    CLOUD = "cloud"  # a worker answered in time
+    LOCAL_AFTER_TIMEOUT = "local-after-timeout"  # no reply before the deadline
+    LOCAL_AFTER_BUSY = "local-after-busy"  # the worker refused: queue full / stopping
+    LOCAL_AFTER_ERROR = "local-after-error"  # the worker answered with an error
+    SKIPPED = "skipped"  # no motion: not classified at all
+    DROPPED = "dropped"  # the pipeline fell behind and the frame was discarded
+
+    @property
+    def offloaded(self) -> bool:
+        return self in _OFFLOADED
+
+
+_OFFLOADED = frozenset(
+    {
+        Decision.CLOUD,
+        Decision.LOCAL_AFTER_TIMEOUT,
+        Decision.LOCAL_AFTER_BUSY,
+        Decision.LOCAL_AFTER_ERROR,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One frame's final decision. ``label`` is ``None`` when nobody could answer
+    (an edge with no local model whose offload failed, a skipped or dropped frame)."""
+
+    MESSAGE_TYPE: ClassVar[str] = "event"
+
+    edge_id: str
+    frame_id: str
+    seq: int
+    ts: float
+    decision: Decision
+    bytes_sent: int = 0
+    label: int | None = None
+    confidence: float | None = None
+    model: str | None = None
+    latency_ms: float | None = None
+    true_label: int | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self.edge_id, "edge_id", self.frame_id)
+        check_id(self.frame_id, "frame_id", self.frame_id)
+        check_range(self.confidence, "confidence", 0.0, 1.0, self.frame_id)
+        check_non_negative({"seq": self.seq, "bytes_sent": self.bytes_sent}, self.frame_id)
+        if self.latency_ms is not None and self.latency_ms < 0:
+            raise ProtocolError(
+                "field 'latency_ms' is negative", reason="bad_value", frame_id=self.frame_id
+            )
+
+    def to_bytes(self) -> bytes:
+        return _wire.encode(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Event:
+        return _wire.decode_as(cls, _wire.unpack_map(data, max_bytes=MAX_EVENT_BYTES))

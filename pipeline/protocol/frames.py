@@ -1,0 +1,159 @@
+"""The frame request an edge publishes on ``{prefix}/frames/{edge_id}``."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pipeline.errors import ProtocolError
+from pipeline.protocol import _wire
+from pipeline.protocol._checks import check_id, check_range
+
+__all__ = ["MAX_PAYLOAD_BYTES", "FrameRequest", "PayloadCodec", "TensorDType"]
+
+MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+"""Default ceiling on a frame payload; a 4K RGB frame as raw uint8 is ~25 MB, so raw
+4K must be downscaled or JPEG-encoded before it is offloaded."""
+
+MAX_DIMS = 4
+MAX_DIM_SIZE = 65_535
+
+
+class PayloadCodec(enum.StrEnum):
+    """How ``payload`` encodes the image or tensor."""
+
+    JPEG = "jpeg"
+    RAW = "raw"  # raw pixels / input tensor, C-contiguous, shape + dtype given
+    TENSOR = "tensor"  # intermediate activations after an early-exit edge part
+
+
+class TensorDType(enum.StrEnum):
+    UINT8 = "uint8"
+    FLOAT16 = "float16"
+    FLOAT32 = "float32"
+
+    @property
+    def itemsize(self) -> int:
+        return {"uint8": 1, "float16": 2, "float32": 4}[self.value]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrameRequest:
+    """One frame an edge asks a worker to classify.
+
+    ``deadline_ts`` is absolute Unix time (edges and workers are expected to run NTP);
+    a worker that cannot answer before it answers ``expired`` instead of computing.
+    For ``jpeg`` the shape is the decoded (height, width, channels); for ``raw`` and
+    ``tensor`` the payload length must equal the product of shape and item size.
+    """
+
+    MESSAGE_TYPE: ClassVar[str] = "frame"
+
+    frame_id: str
+    edge_id: str
+    seq: int
+    capture_ts: float
+    deadline_ts: float
+    codec: PayloadCodec
+    shape: tuple[int, ...]
+    dtype: TensorDType
+    payload: bytes
+    model: str
+    quality: int | None = None
+    split_stage: int | None = None
+    edge_label: int | None = None
+    edge_confidence: float | None = None
+
+    def __post_init__(self) -> None:
+        fid = self.frame_id
+        check_id(self.frame_id, "frame_id", fid)
+        check_id(self.edge_id, "edge_id", fid)
+        check_id(self.model, "model", fid)
+        check_range(self.edge_confidence, "edge_confidence", 0.0, 1.0, fid)
+        if self.seq < 0:
+            raise ProtocolError("field 'seq' is negative", reason="bad_value", frame_id=fid)
+        if len(self.payload) > MAX_PAYLOAD_BYTES:
+            raise ProtocolError(
+                f"payload of {len(self.payload)} bytes exceeds {MAX_PAYLOAD_BYTES}",
+                reason="oversize",
+                frame_id=fid,
+            )
+        if not 1 <= len(self.shape) <= MAX_DIMS or not all(
+            1 <= d <= MAX_DIM_SIZE for d in self.shape
+        ):
+            raise ProtocolError(
+                f"field 'shape': {self.shape!r} needs 1-{MAX_DIMS} dims of 1-{MAX_DIM_SIZE}",
+                reason="bad_shape",
+                frame_id=fid,
+            )
+        self._check_codec_fields()
+
+    def _check_codec_fields(self) -> None:
+        fid = self.frame_id
+        if self.codec is PayloadCodec.JPEG:
+            if self.quality is None or not 1 <= self.quality <= 100:
+                raise ProtocolError(
+                    "a jpeg frame needs 'quality' in 1-100", reason="bad_value", frame_id=fid
+                )
+            if (
+                self.dtype is not TensorDType.UINT8
+                or len(self.shape) != 3
+                or self.shape[2]
+                not in (
+                    1,
+                    3,
+                )
+            ):
+                raise ProtocolError(
+                    "a jpeg frame has dtype uint8 and shape (height, width, 1 or 3)",
+                    reason="bad_shape",
+                    frame_id=fid,
+                )
+        else:
+            expected = math.prod(self.shape) * self.dtype.itemsize
+            if expected != len(self.payload):
+                raise ProtocolError(
+                    f"shape {self.shape!r} as {self.dtype.value} needs {expected} bytes, "
+                    f"payload has {len(self.payload)}",
+                    reason="bad_shape",
+                    frame_id=fid,
+                )
+            if self.quality is not None:
+                raise ProtocolError(
+                    f"'quality' only applies to jpeg, not {self.codec.value}",
+                    reason="bad_value",
+                    frame_id=fid,
+                )
+        if (self.codec is PayloadCodec.TENSOR) != (self.split_stage is not None):
+            raise ProtocolError(
+                "'split_stage' is required for tensor payloads and only for them",
+                reason="bad_value",
+                frame_id=fid,
+            )
+        if self.split_stage is not None and self.split_stage < 1:
+            raise ProtocolError(
+                "field 'split_stage' must be >= 1", reason="bad_value", frame_id=fid
+            )
+
+    def to_bytes(self) -> bytes:
+        return _wire.encode(self)
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes | bytearray | memoryview, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    ) -> FrameRequest:
+        """Decode and validate; raises :class:`ProtocolError` on anything wrong."""
+        # The envelope around the payload is small: a fixed 64 KiB allowance covers it.
+        obj = _wire.unpack_map(
+            data, max_bytes=min(max_payload_bytes + 65_536, _wire.MAX_MESSAGE_BYTES)
+        )
+        request = _wire.decode_as(cls, obj)
+        if len(request.payload) > max_payload_bytes:
+            raise ProtocolError(
+                f"payload of {len(request.payload)} bytes exceeds {max_payload_bytes}",
+                reason="oversize",
+                frame_id=request.frame_id,
+            )
+        return request

@@ -1,0 +1,122 @@
+"""What a worker sends back on the edge's result topic: a result or an error."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pipeline.errors import ProtocolError
+from pipeline.protocol import _wire
+from pipeline.protocol._checks import check_id, check_non_negative, check_range
+
+__all__ = ["ErrorCode", "ErrorReply", "Reply", "Result", "decode_reply"]
+
+MAX_REPLY_BYTES = 256 * 1024
+MAX_ERROR_MESSAGE_CHARS = 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    """A worker's answer for one frame, with the timings the edge needs to adapt."""
+
+    MESSAGE_TYPE: ClassVar[str] = "result"
+
+    frame_id: str
+    worker_id: str
+    label: int
+    topk_labels: tuple[int, ...]
+    topk_scores: tuple[float, ...]
+    model: str
+    model_version: str
+    queue_ms: float
+    decode_ms: float
+    inference_ms: float
+    batch_size: int
+    label_name: str | None = None
+
+    def __post_init__(self) -> None:
+        fid = self.frame_id
+        check_id(self.frame_id, "frame_id", fid)
+        check_id(self.worker_id, "worker_id", fid)
+        if len(self.topk_labels) != len(self.topk_scores) or not self.topk_labels:
+            raise ProtocolError(
+                "'topk_labels' and 'topk_scores' must be non-empty and of equal length",
+                reason="bad_value",
+                frame_id=fid,
+            )
+        for score in self.topk_scores:
+            check_range(score, "topk_scores[]", 0.0, 1.0, fid)
+        if self.batch_size < 1:
+            raise ProtocolError("'batch_size' must be >= 1", reason="bad_value", frame_id=fid)
+        check_non_negative(
+            {
+                "queue_ms": self.queue_ms,
+                "decode_ms": self.decode_ms,
+                "inference_ms": self.inference_ms,
+            },
+            fid,
+        )
+
+    @property
+    def confidence(self) -> float:
+        return self.topk_scores[0]
+
+    def to_bytes(self) -> bytes:
+        return _wire.encode(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Result:
+        return _wire.decode_as(cls, _wire.unpack_map(data, max_bytes=MAX_REPLY_BYTES))
+
+
+class ErrorCode(enum.StrEnum):
+    BAD_REQUEST = "bad_request"  # the request could not be decoded or is inconsistent
+    UNKNOWN_MODEL = "unknown_model"  # this worker does not serve the requested model
+    EXPIRED = "expired"  # the deadline passed (or would pass) before an answer
+    BUSY = "busy"  # the worker's queue is full: back off
+    SHUTTING_DOWN = "shutting_down"  # the worker is stopping and takes no new work
+    INTERNAL = "internal"  # decoding or inference failed on the worker's side
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorReply:
+    """A worker's refusal, with a code the edge can act on and a human message.
+
+    ``frame_id`` is ``None`` only when the request was too broken to read its id.
+    """
+
+    MESSAGE_TYPE: ClassVar[str] = "error"
+
+    worker_id: str
+    code: ErrorCode
+    message: str
+    frame_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.frame_id is not None:
+            check_id(self.frame_id, "frame_id", self.frame_id)
+        check_id(self.worker_id, "worker_id", self.frame_id)
+        if len(self.message) > MAX_ERROR_MESSAGE_CHARS:
+            raise ProtocolError(
+                "error 'message' is too long", reason="oversize", frame_id=self.frame_id
+            )
+
+    def to_bytes(self) -> bytes:
+        return _wire.encode(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> ErrorReply:
+        return _wire.decode_as(cls, _wire.unpack_map(data, max_bytes=MAX_REPLY_BYTES))
+
+
+Reply = Result | ErrorReply
+
+
+def decode_reply(data: bytes | bytearray | memoryview) -> Reply:
+    """Decode whatever arrived on a result topic: a :class:`Result` or an :class:`ErrorReply`."""
+    obj = _wire.unpack_map(data, max_bytes=MAX_REPLY_BYTES)
+    kind = _wire.message_type(obj)
+    if kind == ErrorReply.MESSAGE_TYPE:
+        return _wire.decode_as(ErrorReply, obj)
+    return _wire.decode_as(Result, obj)

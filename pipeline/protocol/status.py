@@ -1,0 +1,90 @@
+"""Retained availability and load messages of workers and edges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pipeline.protocol import _wire
+from pipeline.protocol._checks import check_id, check_non_negative
+
+__all__ = ["EdgeStatus", "WorkerStatus"]
+
+MAX_STATUS_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerStatus:
+    """Published retained on ``{prefix}/status/workers/{worker_id}``; the last-will is
+    the same message with ``online=False``, so a dead worker is marked offline."""
+
+    MESSAGE_TYPE: ClassVar[str] = "worker_status"
+
+    worker_id: str
+    online: bool
+    ts: float
+    device: str = "cpu"
+    models: tuple[str, ...] = ()
+    queue_depth: int = 0
+    queue_capacity: int = 0
+    mean_batch_size: float = 0.0
+    latency_ms_per_image: float = 0.0
+    throughput_fps: float = 0.0
+    frames_done: int = 0
+    frames_rejected: int = 0
+
+    def __post_init__(self) -> None:
+        check_id(self.worker_id, "worker_id")
+        for model in self.models:
+            check_id(model, "models[]")
+        check_non_negative(
+            {
+                "queue_depth": self.queue_depth,
+                "queue_capacity": self.queue_capacity,
+                "mean_batch_size": self.mean_batch_size,
+                "latency_ms_per_image": self.latency_ms_per_image,
+                "throughput_fps": self.throughput_fps,
+                "frames_done": self.frames_done,
+                "frames_rejected": self.frames_rejected,
+            }
+        )
+
+    def to_bytes(self) -> bytes:
+        return _wire.encode(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> WorkerStatus:
+        return _wire.decode_as(cls, _wire.unpack_map(data, max_bytes=MAX_STATUS_BYTES))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EdgeStatus:
+    """Published retained on ``{prefix}/status/edges/{edge_id}``, with a last-will."""
+
+    MESSAGE_TYPE: ClassVar[str] = "edge_status"
+
+    edge_id: str
+    online: bool
+    ts: float
+    captured: int = 0
+    in_flight: int = 0
+    offloaded: int = 0
+    decided: int = 0
+
+    def __post_init__(self) -> None:
+        check_id(self.edge_id, "edge_id")
+        check_non_negative(
+            {
+                "captured": self.captured,
+                "in_flight": self.in_flight,
+                "offloaded": self.offloaded,
+                "decided": self.decided,
+            }
+        )
+
+    def to_bytes(self) -> bytes:
+        return _wire.encode(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> EdgeStatus:
+        return _wire.decode_as(cls, _wire.unpack_map(data, max_bytes=MAX_STATUS_BYTES))

@@ -1,0 +1,131 @@
+"""The topic scheme of camoffload and MQTT 5 request/response helpers.
+
+    {p}/frames/{edge_id}              edge -> workers (via $share/{group}/{p}/frames/+)
+    {p}/results/{edge_id}             worker -> that edge (default reply topic)
+    {p}/status/workers/{worker_id}    worker, retained, with a last-will
+    {p}/status/edges/{edge_id}        edge, retained, with a last-will
+    {p}/events/{edge_id}              edge: final decision per frame
+
+A request names where its answer goes with the MQTT 5 *response topic* and
+*correlation data* properties; a broker or client without MQTT 5 falls back to
+``{p}/results/{edge_id}`` and the frame id inside the envelope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from pipeline.errors import ConfigError
+
+__all__ = ["ReplyTarget", "Topics", "reply_target", "request_properties", "validate_level"]
+
+_FORBIDDEN_LEVEL_CHARS = frozenset("/+#\x00")
+
+
+def validate_level(value: str, what: str) -> str:
+    """Check that ``value`` can be used as one topic level (an id or a group name)."""
+    if not value or len(value) > 128 or _FORBIDDEN_LEVEL_CHARS & set(value):
+        raise ConfigError(
+            f"{what} {value!r} must be 1-128 chars without '/', '+', '#' or NUL", key=what
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """All topic names under one prefix (``camoffload`` by default)."""
+
+    prefix: str = "camoffload"
+
+    def __post_init__(self) -> None:
+        levels = self.prefix.split("/")
+        if self.prefix.startswith("$") or not all(levels):
+            raise ConfigError(
+                f"topic prefix {self.prefix!r} must not start with '$' or have empty levels",
+                key="prefix",
+            )
+        for level in levels:
+            validate_level(level, "prefix")
+
+    def frames(self, edge_id: str) -> str:
+        return f"{self.prefix}/frames/{validate_level(edge_id, 'edge_id')}"
+
+    @property
+    def frames_filter(self) -> str:
+        """Filter over every edge's frames (a single worker, or a broker without $share)."""
+        return f"{self.prefix}/frames/+"
+
+    def shared_frames(self, group: str) -> str:
+        """Shared subscription: the broker gives each frame to one worker of ``group``."""
+        return f"$share/{validate_level(group, 'group')}/{self.frames_filter}"
+
+    def results(self, edge_id: str) -> str:
+        return f"{self.prefix}/results/{validate_level(edge_id, 'edge_id')}"
+
+    def worker_status(self, worker_id: str) -> str:
+        return f"{self.prefix}/status/workers/{validate_level(worker_id, 'worker_id')}"
+
+    @property
+    def worker_status_filter(self) -> str:
+        return f"{self.prefix}/status/workers/+"
+
+    def edge_status(self, edge_id: str) -> str:
+        return f"{self.prefix}/status/edges/{validate_level(edge_id, 'edge_id')}"
+
+    def events(self, edge_id: str) -> str:
+        return f"{self.prefix}/events/{validate_level(edge_id, 'edge_id')}"
+
+    def edge_of_frames_topic(self, topic: str) -> str | None:
+        """The edge id of a ``{p}/frames/{edge_id}`` topic, or ``None`` if it is not one."""
+        head = f"{self.prefix}/frames/"
+        if not topic.startswith(head):
+            return None
+        edge_id = topic[len(head) :]
+        if not edge_id or _FORBIDDEN_LEVEL_CHARS & set(edge_id):
+            return None
+        return edge_id
+
+
+def _publish_properties() -> Properties:
+    return Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped
+
+
+def request_properties(response_topic: str, correlation: bytes) -> Properties:
+    """PUBLISH properties of an MQTT 5 request: where to answer and what to echo back."""
+    props = _publish_properties()
+    props.ResponseTopic = response_topic
+    props.CorrelationData = correlation
+    return props
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTarget:
+    """Where a worker sends its answer: a topic and, for MQTT 5, the echoed properties."""
+
+    topic: str
+    properties: Properties | None
+
+
+def reply_target(
+    topics: Topics, request_topic: str, request_properties: Properties | None
+) -> ReplyTarget | None:
+    """Pick the reply topic for a request.
+
+    The MQTT 5 response topic wins (so a worker answers wherever the request says);
+    otherwise the results topic of the edge that the request topic names. ``None``
+    means there is nowhere to answer (a message on a topic we do not know).
+    """
+    response_topic = getattr(request_properties, "ResponseTopic", None)
+    if isinstance(response_topic, str) and response_topic:
+        props = _publish_properties()
+        correlation = getattr(request_properties, "CorrelationData", None)
+        if isinstance(correlation, bytes):
+            props.CorrelationData = correlation
+        return ReplyTarget(response_topic, props)
+    edge_id = topics.edge_of_frames_topic(request_topic)
+    if edge_id is None:
+        return None
+    return ReplyTarget(topics.results(edge_id), None)
