@@ -122,6 +122,10 @@ class BrokerProcess:
     def _spawn(self, port: int) -> None:
         assert self._workdir is not None
         workdir = Path(self._workdir.name)
+        if _accepts(port):
+            # Something already listens there: waiting for "accepts connections" would
+            # wrongly report our broker as up while it fails to bind.
+            raise BrokerError(f"port {port} on {HOST} is already in use")
         argv = self._argv_for(port, workdir)
         log_path = workdir / "broker.log"
         with log_path.open("wb") as log:

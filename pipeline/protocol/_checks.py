@@ -8,9 +8,22 @@ MAX_ID_CHARS = 128
 _FORBIDDEN_ID_CHARS = frozenset("/+#\x00")
 
 
+def is_valid_id(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_ID_CHARS
+        and not _FORBIDDEN_ID_CHARS & set(value)
+    )
+
+
+def safe_id(value: object) -> str | None:
+    """``value`` if it is a valid id, to attach to an error; otherwise ``None``."""
+    return value if is_valid_id(value) else None  # type: ignore[return-value]
+
+
 def check_id(value: str, field: str, frame_id: str | None = None) -> None:
     """An id becomes a topic level, so it must be a non-empty level without wildcards."""
-    if not value or len(value) > MAX_ID_CHARS or _FORBIDDEN_ID_CHARS & set(value):
+    if not is_valid_id(value):
         raise ProtocolError(
             f"field {field!r}: {value[:40]!r} is not a valid id "
             f"(1-{MAX_ID_CHARS} chars, no '/', '+', '#' or NUL)",

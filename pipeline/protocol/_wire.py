@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import msgpack
 
 from pipeline.errors import ProtocolError
+from pipeline.protocol._checks import is_valid_id
 
 SCHEMA_VERSION = 1
 """Wire schema version; bumped on any incompatible change to any envelope."""
@@ -200,8 +201,10 @@ def message_type(obj: Mapping[str, object]) -> str:
 
 def decode_as(cls: type[E], obj: Mapping[str, object]) -> E:
     """Validate an unpacked map against ``cls`` and build it."""
+    # Errors carry the frame id so the sender can match them, but only an id that is
+    # itself valid: an error reply must never fail to build.
     raw_id = obj.get("frame_id")
-    frame_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 256 else None
+    frame_id = raw_id if is_valid_id(raw_id) else None
     kind = message_type(obj)
     if kind != cls.MESSAGE_TYPE:
         raise ProtocolError(

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol import _wire
-from pipeline.protocol._checks import check_id, check_non_negative, check_range
+from pipeline.protocol._checks import check_id, check_non_negative, check_range, safe_id
 
 __all__ = ["Decision", "Event"]
 
@@ -61,14 +61,13 @@ class Event:
     true_label: int | None = None
 
     def __post_init__(self) -> None:
-        check_id(self.edge_id, "edge_id", self.frame_id)
-        check_id(self.frame_id, "frame_id", self.frame_id)
-        check_range(self.confidence, "confidence", 0.0, 1.0, self.frame_id)
-        check_non_negative({"seq": self.seq, "bytes_sent": self.bytes_sent}, self.frame_id)
+        fid = safe_id(self.frame_id)
+        check_id(self.edge_id, "edge_id", fid)
+        check_id(self.frame_id, "frame_id", fid)
+        check_range(self.confidence, "confidence", 0.0, 1.0, fid)
+        check_non_negative({"seq": self.seq, "bytes_sent": self.bytes_sent}, fid)
         if self.latency_ms is not None and self.latency_ms < 0:
-            raise ProtocolError(
-                "field 'latency_ms' is negative", reason="bad_value", frame_id=self.frame_id
-            )
+            raise ProtocolError("field 'latency_ms' is negative", reason="bad_value", frame_id=fid)
 
     def to_bytes(self) -> bytes:
         return _wire.encode(self)

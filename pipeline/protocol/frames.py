@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol import _wire
-from pipeline.protocol._checks import check_id, check_range
+from pipeline.protocol._checks import check_id, check_range, safe_id
 
 __all__ = ["MAX_PAYLOAD_BYTES", "FrameRequest", "PayloadCodec", "TensorDType"]
 
@@ -67,7 +67,7 @@ class FrameRequest:
     edge_confidence: float | None = None
 
     def __post_init__(self) -> None:
-        fid = self.frame_id
+        fid = safe_id(self.frame_id)
         check_id(self.frame_id, "frame_id", fid)
         check_id(self.edge_id, "edge_id", fid)
         check_id(self.model, "model", fid)
@@ -91,7 +91,7 @@ class FrameRequest:
         self._check_codec_fields()
 
     def _check_codec_fields(self) -> None:
-        fid = self.frame_id
+        fid = safe_id(self.frame_id)
         if self.codec is PayloadCodec.JPEG:
             if self.quality is None or not 1 <= self.quality <= 100:
                 raise ProtocolError(

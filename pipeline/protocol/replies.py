@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol import _wire
-from pipeline.protocol._checks import check_id, check_non_negative, check_range
+from pipeline.protocol._checks import check_id, check_non_negative, check_range, safe_id
 
 __all__ = ["ErrorCode", "ErrorReply", "Reply", "Result", "decode_reply"]
 
@@ -36,7 +36,7 @@ class Result:
     label_name: str | None = None
 
     def __post_init__(self) -> None:
-        fid = self.frame_id
+        fid = safe_id(self.frame_id)
         check_id(self.frame_id, "frame_id", fid)
         check_id(self.worker_id, "worker_id", fid)
         if len(self.topk_labels) != len(self.topk_scores) or not self.topk_labels:
@@ -94,13 +94,12 @@ class ErrorReply:
     frame_id: str | None = None
 
     def __post_init__(self) -> None:
+        fid = safe_id(self.frame_id)
         if self.frame_id is not None:
-            check_id(self.frame_id, "frame_id", self.frame_id)
-        check_id(self.worker_id, "worker_id", self.frame_id)
+            check_id(self.frame_id, "frame_id", fid)
+        check_id(self.worker_id, "worker_id", fid)
         if len(self.message) > MAX_ERROR_MESSAGE_CHARS:
-            raise ProtocolError(
-                "error 'message' is too long", reason="oversize", frame_id=self.frame_id
-            )
+            raise ProtocolError("error 'message' is too long", reason="oversize", frame_id=fid)
 
     def to_bytes(self) -> bytes:
         return _wire.encode(self)

@@ -1,0 +1,77 @@
+"""Helpers for tests that run real components against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aiomqtt
+import numpy as np
+
+from cloud_worker import CloudWorker
+from pipeline.codecs import encode_jpeg
+from pipeline.config import Config
+from pipeline.inference import Classifier
+from pipeline.mqtt import make_client
+from pipeline.protocol import FrameRequest, PayloadCodec, TensorDType
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    config: Config, classifier: Classifier | None = None, *, timeout_s: float = 60
+) -> AsyncIterator[CloudWorker]:
+    """A real worker task, ready (subscribed) on entry, cancelled and awaited on exit."""
+    worker = CloudWorker(config, classifier=classifier)
+    ready = asyncio.Event()
+    task = asyncio.create_task(worker.run(ready=ready))
+    ready_task = asyncio.create_task(ready.wait())
+    try:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.wait({task, ready_task}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # raises the worker's error
+        yield worker
+    finally:
+        ready_task.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def client(config: Config) -> AsyncIterator[aiomqtt.Client]:
+    async with make_client(config.broker, client_id=f"test-{uuid.uuid4().hex[:8]}") as c:
+        yield c
+
+
+def jpeg_request(
+    image: np.ndarray,
+    *,
+    frame_id: str = "f1",
+    edge_id: str = "cam-1",
+    model: str = "efficientnet_lite0",
+    deadline_s: float = 10.0,
+    quality: int = 85,
+) -> FrameRequest:
+    now = time.time()
+    return FrameRequest(
+        frame_id=frame_id,
+        edge_id=edge_id,
+        seq=0,
+        capture_ts=now,
+        deadline_ts=now + deadline_s,
+        codec=PayloadCodec.JPEG,
+        quality=quality,
+        shape=tuple(image.shape),
+        dtype=TensorDType.UINT8,
+        payload=encode_jpeg(image, quality),
+        model=model,
+    )
+
+
+async def next_message(c: aiomqtt.Client, timeout_s: float = 20) -> aiomqtt.Message:
+    async with asyncio.timeout(timeout_s):
+        return await anext(aiter(c.messages))
