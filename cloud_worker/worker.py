@@ -74,7 +74,11 @@ class CloudWorker:
         )
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.worker_id}-infer")
         try:
-            async with connect_with_retry(client, what=f"worker {self.worker_id}"):
+            async with connect_with_retry(
+                client,
+                what=f"worker {self.worker_id}",
+                give_up_after_s=self._config.broker.connect_timeout_s,
+            ):
                 with translate_mqtt_errors(f"worker {self.worker_id}"):
                     await client.subscribe(self._subscription(), qos=self._cfg.qos)
                     await self._publish_status(client, online=True)

@@ -93,7 +93,11 @@ class EdgeNode:
                 retain=True,
             ),
         )
-        async with connect_with_retry(client, what=f"edge {self.edge_id}"):
+        async with connect_with_retry(
+            client,
+            what=f"edge {self.edge_id}",
+            give_up_after_s=self._config.broker.connect_timeout_s,
+        ):
             with translate_mqtt_errors(f"edge {self.edge_id}"):
                 await client.subscribe(self._topics.results(self.edge_id), qos=self._cfg.qos)
                 await self._publish_status(client, online=True)

@@ -56,6 +56,7 @@ class BrokerConfig:
     password_file: str | None = None
     protocol: MqttProtocol = "5"
     keepalive_s: int = 30
+    connect_timeout_s: float = 15.0  # keep retrying a broker that is not up yet this long
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
@@ -96,6 +97,10 @@ class BrokerConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError(
                 "broker.cert_file and broker.key_file go together", key="broker.cert_file"
+            )
+        if self.connect_timeout_s <= 0:
+            raise ConfigError(
+                "broker.connect_timeout_s must be > 0", key="broker.connect_timeout_s"
             )
         if not 5 <= self.keepalive_s <= 3600:
             raise ConfigError("broker.keepalive_s must be 5-3600", key="broker.keepalive_s")

@@ -43,7 +43,8 @@ def test_launcher_starts_serves_and_stops(factory: object) -> None:
     proc = factory()  # type: ignore[operator]
     info = proc.start()
     pid = proc.pid
-    assert pid is not None and _alive(pid)
+    assert pid is not None
+    assert _alive(pid)
     try:
         assert info.port > 0
         assert asyncio.run(_pub_sub(info)) == b"hello"

@@ -38,7 +38,9 @@ def test_image_folder_skips_unreadable(tmp_path: Path, frames: list[np.ndarray])
     cv2.imwrite(str(tmp_path / "c.png"), frames[1])
     source = ImageFolderSource(tmp_path)
     got = [source.read(), source.read(), source.read()]
-    assert got[0] is not None and got[1] is not None and got[2] is None
+    assert got[0] is not None
+    assert got[1] is not None
+    assert got[2] is None
     assert source.skipped == 1
 
 

@@ -57,7 +57,8 @@ def test_mqtt5_round_trip_answers_on_the_response_topic(
             assert result.model_version == classifier.spec.version
             assert result.label_name == classifier.spec.labels[result.label]
             assert result.label == classifier.predict([frames[0]])[0].label
-            assert result.batch_size >= 1 and result.inference_ms > 0
+            assert result.batch_size >= 1
+            assert result.inference_ms > 0
 
     asyncio.run(scenario())
 
@@ -167,17 +168,18 @@ def test_requests_the_worker_cannot_serve_are_refused_with_a_code(
 def test_status_is_retained_online_then_offline(config: Config, classifier: Classifier) -> None:
     async def scenario() -> tuple[WorkerStatus, WorkerStatus]:
         topic = config.topics.worker_status(config.worker.worker_id)
-        async with running_worker(config, classifier):
-            # Subscribing after the fact still sees it: the status is retained.
-            async with client(config) as watcher:
-                await watcher.subscribe(topic, qos=1)
-                online = WorkerStatus.from_bytes((await next_message(watcher)).payload)  # type: ignore[arg-type]
+        # The watcher connects after the worker announced itself and still sees the
+        # status: it is retained.
+        async with running_worker(config, classifier), client(config) as watcher:
+            await watcher.subscribe(topic, qos=1)
+            online = WorkerStatus.from_bytes((await next_message(watcher)).payload)  # type: ignore[arg-type]
         async with client(config) as watcher:
             await watcher.subscribe(topic, qos=1)
             offline = WorkerStatus.from_bytes((await next_message(watcher)).payload)  # type: ignore[arg-type]
         return online, offline
 
     online, offline = asyncio.run(scenario())
-    assert online.online and online.models == ("efficientnet_lite0",)
+    assert online.online
+    assert online.models == ("efficientnet_lite0",)
     assert online.queue_capacity == config.worker.max_queue
     assert not offline.online

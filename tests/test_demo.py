@@ -1,0 +1,134 @@
+"""The README's demo command, run for real as a subprocess: summary, brokers, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from broker import BrokerInfo
+from camoffload.demo import default_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _camoffload(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "camoffload", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _field(output: str, name: str) -> str:
+    match = re.search(rf"^{re.escape(name)}\s+(.+)$", output, re.MULTILINE)
+    assert match, f"{name!r} not in summary:\n{output}"
+    return match.group(1).strip()
+
+
+@pytest.mark.parametrize("kind", ["mosquitto", "embedded"])
+def test_demo_prints_a_summary_with_every_frame_decided_once(kind: str) -> None:
+    done = _camoffload("demo", "--frames", "12", "--broker-kind", kind, "--log-level", "WARNING")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"via {kind}" in out
+    assert _field(out, "frames") == "12"
+    assert _field(out, "answered") == "12"
+    assert _field(out, "undecided") == "0"
+    assert _field(out, "decided exactly once") == "yes"
+    assert _field(out, "round trip p50").endswith("ms")
+    if kind == "embedded":
+        assert "no shared subscriptions" in done.stderr  # the log says what it lacks
+
+
+def test_demo_against_a_running_broker(mosquitto: BrokerInfo) -> None:
+    done = _camoffload(
+        "demo", "--frames", "5", "--broker", mosquitto.url, "--set", "prefix=demo-ext"
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"via {mosquitto.url}" in done.stdout
+    assert _field(done.stdout, "answered") == "5"
+
+
+def test_ctrl_c_stops_the_demo_cleanly_with_a_summary() -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "camoffload",
+            "demo",
+            "--frames",
+            "100000",
+            "--broker-kind",
+            "mosquitto",
+            "--set",
+            "edge.rate=20",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        assert proc.stderr is not None
+        seen = ""
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            seen += line
+            if "serving" in line:  # the worker is up; frames are flowing
+                break
+        else:
+            pytest.fail(f"demo never became ready:\n{seen}")
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    captured = int(_field(out, "frames"))
+    assert 0 < captured < 100000
+    assert _field(out, "decided exactly once") == "yes"
+    started = re.search(r"mosquitto broker pid (\d+) listening", seen + err)
+    assert started is not None
+    assert f"mosquitto broker pid {started.group(1)} stopped" in err
+    assert not Path(f"/proc/{started.group(1)}").exists()
+
+
+def test_validate_config_and_bad_config() -> None:
+    ok = _camoffload("worker", "--validate-config", "--set", "worker.max_batch=4")
+    assert ok.returncode == 0
+    assert "max_batch = 4" in ok.stdout
+    bad = _camoffload("edge", "x.avi", "--set", "edge.qos=7")
+    assert bad.returncode == 1
+    assert "edge.qos must be 0, 1 or 2" in bad.stderr
+    missing = _camoffload("edge", "/nonexistent.avi", "--frames", "1")
+    assert missing.returncode == 1
+    assert "does not exist" in missing.stderr
+
+
+def test_unreachable_broker_is_a_clear_error() -> None:
+    done = _camoffload(
+        "edge",
+        str(default_video()),
+        "--broker",
+        "mqtt://127.0.0.1:9",
+        "--frames",
+        "1",
+        "--set",
+        "broker.connect_timeout_s=1.5",
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "cannot connect to the broker" in done.stderr
