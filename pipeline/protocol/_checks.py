@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 from pipeline.errors import ProtocolError
 
 MAX_ID_CHARS = 128
 _FORBIDDEN_ID_CHARS = frozenset("/+#\x00")
 
 
-def is_valid_id(value: object) -> bool:
+def is_valid_id(value: object) -> TypeGuard[str]:
     return (
         isinstance(value, str)
         and 0 < len(value) <= MAX_ID_CHARS
@@ -18,7 +20,7 @@ def is_valid_id(value: object) -> bool:
 
 def safe_id(value: object) -> str | None:
     """``value`` if it is a valid id, to attach to an error; otherwise ``None``."""
-    return value if is_valid_id(value) else None  # type: ignore[return-value]
+    return value if is_valid_id(value) else None
 
 
 def check_id(value: str, field: str, frame_id: str | None = None) -> None:

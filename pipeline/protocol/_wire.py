@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import msgpack
 
 from pipeline.errors import ProtocolError
-from pipeline.protocol._checks import is_valid_id
+from pipeline.protocol._checks import safe_id
 
 SCHEMA_VERSION = 1
 """Wire schema version; bumped on any incompatible change to any envelope."""
@@ -203,8 +203,7 @@ def decode_as(cls: type[E], obj: Mapping[str, object]) -> E:
     """Validate an unpacked map against ``cls`` and build it."""
     # Errors carry the frame id so the sender can match them, but only an id that is
     # itself valid: an error reply must never fail to build.
-    raw_id = obj.get("frame_id")
-    frame_id = raw_id if is_valid_id(raw_id) else None
+    frame_id = safe_id(obj.get("frame_id"))
     kind = message_type(obj)
     if kind != cls.MESSAGE_TYPE:
         raise ProtocolError(
