@@ -6,18 +6,21 @@ its own error reply; it never fails the rest of the batch.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import cast
 
 from pipeline.codecs import Image, decode_jpeg, tensor_from_bytes
-from pipeline.errors import CodecError
+from pipeline.errors import CodecError, ModelError
 from pipeline.inference import Classifier
 from pipeline.protocol import ErrorCode, ErrorReply, FrameRequest, PayloadCodec, Result
 from pipeline.protocol import Reply as ReplyMessage
 from pipeline.topics import ReplyTarget
 
 __all__ = ["Pending", "process_batch"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,22 @@ def process_batch(
                 ),
             )
     decoded = time.monotonic()
-    predictions = classifier.predict(images)
+    try:
+        predictions = classifier.predict(images)
+    except ModelError as exc:
+        # A model failure answers this batch with errors; it never takes the worker down.
+        logger.exception("inference failed for a batch of %d", len(images))
+        for i in decoded_index:
+            replies[i] = (
+                batch[i].target,
+                ErrorReply(
+                    frame_id=batch[i].request.frame_id,
+                    worker_id=worker_id,
+                    code=ErrorCode.INTERNAL,
+                    message=f"inference failed: {exc}"[:1000],
+                ),
+            )
+        return [r for r in replies if r is not None]
     finished = time.monotonic()
     decode_ms = (decoded - started) * 1000 / max(1, len(batch))
     inference_ms = (finished - decoded) * 1000

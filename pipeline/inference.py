@@ -70,10 +70,14 @@ class Classifier:
         """Classify a batch; one :class:`Prediction` per image, in order."""
         if not images:
             return []
-        with torch.inference_mode():
-            logits = self._model(self.preprocess(images))
-            probs = torch.softmax(logits.float(), dim=1)
-            scores, labels = probs.topk(self.topk, dim=1)
+        try:
+            with torch.inference_mode():
+                logits = self._model(self.preprocess(images))
+                probs = torch.softmax(logits.float(), dim=1)
+                scores, labels = probs.topk(self.topk, dim=1)
+        except (RuntimeError, ValueError, cv2.error) as exc:
+            # torch reports shape, dtype and out-of-memory failures as RuntimeError.
+            raise ModelError(f"{self.spec.name} failed on a batch of {len(images)}: {exc}") from exc
         scores_list = scores.cpu().tolist()
         labels_list = labels.cpu().tolist()
         return [

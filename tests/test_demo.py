@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -14,6 +15,9 @@ import pytest
 
 from broker import BrokerInfo
 from camoffload.demo import default_video
+from pipeline.config import load_config
+from pipeline.protocol import WorkerStatus
+from tests._helpers import client, next_message
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,3 +136,46 @@ def test_unreachable_broker_is_a_clear_error() -> None:
     )
     assert done.returncode == 1
     assert "cannot connect to the broker" in done.stderr
+
+
+def test_worker_stops_on_sigterm_and_marks_itself_offline(mosquitto: BrokerInfo) -> None:
+    prefix = "sigterm-test"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "camoffload",
+            "worker",
+            "--broker",
+            mosquitto.url,
+            "--set",
+            f"prefix={prefix}",
+            "--set",
+            "worker.worker_id=w-term",
+        ],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "serving" not in proc.stderr.readline():
+            pass
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "w-term offline" in err
+
+    config = load_config(env={}, overrides=[f"broker.url={mosquitto.url}", f"prefix={prefix}"])
+
+    async def retained() -> WorkerStatus:
+        async with client(config) as watcher:
+            await watcher.subscribe(config.topics.worker_status("w-term"), qos=1)
+            return WorkerStatus.from_bytes((await next_message(watcher)).payload)  # type: ignore[arg-type]
+
+    assert asyncio.run(retained()).online is False

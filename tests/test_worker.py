@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Sequence
 
 import msgpack
 import numpy as np
+import torch
 
 from pipeline.config import Config
 from pipeline.inference import Classifier
@@ -183,3 +185,77 @@ def test_status_is_retained_online_then_offline(config: Config, classifier: Clas
     assert online.models == ("efficientnet_lite0",)
     assert online.queue_capacity == config.worker.max_queue
     assert not offline.online
+
+
+def test_inference_does_not_block_the_event_loop(
+    config: Config, classifier: Classifier, frames: list[np.ndarray]
+) -> None:
+    """Sample loop lag (how late a 5 ms sleep wakes) while the worker runs full batches.
+
+    If decoding or inference ran on the loop, a lag as long as a batch would show up.
+    """
+
+    async def scenario() -> tuple[float, float]:
+        lags: list[float] = []
+        done = asyncio.Event()
+
+        async def sampler() -> None:
+            loop = asyncio.get_running_loop()
+            while not done.is_set():
+                start = loop.time()
+                await asyncio.sleep(0.005)
+                lags.append(loop.time() - start - 0.005)
+
+        topics = config.topics
+        batched = dataclasses.replace(
+            config, worker=dataclasses.replace(config.worker, max_batch=8, max_wait_ms=50)
+        )
+        async with running_worker(batched, classifier), client(config) as edge:
+            await edge.subscribe(topics.results("cam-1"), qos=1)
+            sampling = asyncio.create_task(sampler())
+            for i in range(16):
+                request = jpeg_request(frames[i % len(frames)], frame_id=f"lag{i}")
+                await edge.publish(topics.frames("cam-1"), request.to_bytes(), qos=1)
+            batch_ms = 0.0
+            for _ in range(16):
+                result = _reply(await next_message(edge))
+                assert isinstance(result, Result)
+                batch_ms = max(batch_ms, result.inference_ms)
+            done.set()
+            await sampling
+        return max(lags) * 1000, batch_ms
+
+    max_lag_ms, batch_ms = asyncio.run(scenario())
+    assert batch_ms > 0
+    assert max_lag_ms < batch_ms / 2, (max_lag_ms, batch_ms)
+
+
+class _FailingClassifier(Classifier):
+    """The real model, made to fail the way torch does (e.g. CUDA out of memory)."""
+
+    def __init__(self, real: Classifier) -> None:
+        self.__dict__.update(real.__dict__)
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+
+def test_an_inference_failure_is_an_internal_error_and_the_worker_survives(
+    config: Config, classifier: Classifier, frames: list[np.ndarray]
+) -> None:
+    failing = _FailingClassifier(classifier)
+
+    async def scenario() -> list[Result | ErrorReply]:
+        topics = config.topics
+        async with running_worker(config, failing), client(config) as edge:
+            await edge.subscribe(topics.results("cam-1"), qos=1)
+            replies = []
+            for i in range(2):
+                request = jpeg_request(frames[0], frame_id=f"oom{i}")
+                await edge.publish(topics.frames("cam-1"), request.to_bytes(), qos=1)
+                replies.append(_reply(await next_message(edge)))
+            return replies
+
+    replies = asyncio.run(scenario())
+    assert all(isinstance(r, ErrorReply) and r.code is ErrorCode.INTERNAL for r in replies)
+    assert "out of memory" in replies[1].message  # type: ignore[union-attr]
