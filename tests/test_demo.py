@@ -179,3 +179,44 @@ def test_worker_stops_on_sigterm_and_marks_itself_offline(mosquitto: BrokerInfo)
             return WorkerStatus.from_bytes((await next_message(watcher)).payload)  # type: ignore[arg-type]
 
     assert asyncio.run(retained()).online is False
+
+
+@pytest.mark.parametrize("kind", ["mosquitto", "embedded"])
+def test_broker_command_runs_in_the_foreground_until_ctrl_c(kind: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "camoffload", "broker", "--kind", kind, "--port", "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"listening on (mqtt://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        config = load_config(
+            env={},
+            overrides=[
+                f"broker.url={match.group(1)}",
+                f"broker.protocol={'5' if kind == 'mosquitto' else '3.1.1'}",
+            ],
+        )
+
+        async def ping() -> bytes:
+            async with client(config) as c:
+                await c.subscribe("ping", qos=1)
+                await c.publish("ping", b"pong", qos=1)
+                payload = (await next_message(c)).payload
+                assert isinstance(payload, bytes)
+                return payload
+
+        assert asyncio.run(ping()) == b"pong"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopped" in err
