@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,27 @@ def _camoffload(*args: str, timeout: float = 180) -> subprocess.CompletedProcess
         timeout=timeout,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def _background(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``camoffload ARGS`` as a child with piped output, killed by pid if still running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "camoffload", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def _field(output: str, name: str) -> str:
@@ -64,27 +86,10 @@ def test_demo_against_a_running_broker(mosquitto: BrokerInfo) -> None:
 
 
 def test_ctrl_c_stops_the_demo_cleanly_with_a_summary() -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "camoffload",
-            "demo",
-            "--frames",
-            "100000",
-            "--broker-kind",
-            "mosquitto",
-            "--set",
-            "edge.rate=20",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
+    args = ("demo", "--frames", "100000", "--broker-kind", "mosquitto", "--set", "edge.rate=20")
+    with _background(*args) as proc:
         assert proc.stderr is not None
+        deadline = time.monotonic() + 120
         seen = ""
         while time.monotonic() < deadline:
             line = proc.stderr.readline()
@@ -96,10 +101,6 @@ def test_ctrl_c_stops_the_demo_cleanly_with_a_summary() -> None:
         time.sleep(2.0)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 0, err
     captured = int(_field(out, "frames"))
     assert 0 < captured < 100000
@@ -140,34 +141,22 @@ def test_unreachable_broker_is_a_clear_error() -> None:
 
 def test_worker_stops_on_sigterm_and_marks_itself_offline(mosquitto: BrokerInfo) -> None:
     prefix = "sigterm-test"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "camoffload",
-            "worker",
-            "--broker",
-            mosquitto.url,
-            "--set",
-            f"prefix={prefix}",
-            "--set",
-            "worker.worker_id=w-term",
-        ],
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        text=True,
+    args = (
+        "worker",
+        "--broker",
+        mosquitto.url,
+        "--set",
+        f"prefix={prefix}",
+        "--set",
+        "worker.worker_id=w-term",
     )
-    try:
+    with _background(*args) as proc:
         assert proc.stderr is not None
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and "serving" not in proc.stderr.readline():
             pass
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert "w-term offline" in err
 
@@ -183,14 +172,7 @@ def test_worker_stops_on_sigterm_and_marks_itself_offline(mosquitto: BrokerInfo)
 
 @pytest.mark.parametrize("kind", ["mosquitto", "embedded"])
 def test_broker_command_runs_in_the_foreground_until_ctrl_c(kind: str) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "camoffload", "broker", "--kind", kind, "--port", "0"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with _background("broker", "--kind", kind, "--port", "0") as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         match = re.search(r"listening on (mqtt://127\.0\.0\.1:\d+)", line)
@@ -214,9 +196,5 @@ def test_broker_command_runs_in_the_foreground_until_ctrl_c(kind: str) -> None:
         assert asyncio.run(ping()) == b"pong"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert "stopped" in err
