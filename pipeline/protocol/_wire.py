@@ -15,7 +15,7 @@ import math
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 import msgpack
 
@@ -42,6 +42,25 @@ class Envelope(Protocol):
 
 
 E = TypeVar("E", bound=Envelope)
+
+
+class WireMessage:
+    """Base of every envelope: ``to_bytes()`` and a strict ``from_bytes()``.
+
+    Subclasses are frozen dataclasses that set ``MESSAGE_TYPE`` and ``MAX_BYTES``.
+    """
+
+    __slots__ = ()
+    MESSAGE_TYPE: ClassVar[str]
+    MAX_BYTES: ClassVar[int]
+
+    def to_bytes(self) -> bytes:
+        return encode(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Self:
+        """Decode and validate; raises :class:`ProtocolError` on anything wrong."""
+        return decode_as(cls, unpack_map(data, max_bytes=cls.MAX_BYTES))
 
 
 @functools.cache

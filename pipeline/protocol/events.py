@@ -42,11 +42,12 @@ _OFFLOADED = frozenset(
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
+class Event(_wire.WireMessage):
     """One frame's final decision. ``label`` is ``None`` when nobody could answer
     (an edge with no local model whose offload failed, a skipped or dropped frame)."""
 
     MESSAGE_TYPE: ClassVar[str] = "event"
+    MAX_BYTES: ClassVar[int] = MAX_EVENT_BYTES
 
     edge_id: str
     frame_id: str
@@ -68,10 +69,3 @@ class Event:
         check_non_negative({"seq": self.seq, "bytes_sent": self.bytes_sent}, fid)
         if self.latency_ms is not None and self.latency_ms < 0:
             raise ProtocolError("field 'latency_ms' is negative", reason="bad_value", frame_id=fid)
-
-    def to_bytes(self) -> bytes:
-        return _wire.encode(self)
-
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Event:
-        return _wire.decode_as(cls, _wire.unpack_map(data, max_bytes=MAX_EVENT_BYTES))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol import _wire
@@ -40,7 +40,7 @@ class TensorDType(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FrameRequest:
+class FrameRequest(_wire.WireMessage):
     """One frame an edge asks a worker to classify.
 
     ``deadline_ts`` is absolute Unix time (edges and workers are expected to run NTP);
@@ -50,6 +50,7 @@ class FrameRequest:
     """
 
     MESSAGE_TYPE: ClassVar[str] = "frame"
+    MAX_BYTES: ClassVar[int] = _wire.MAX_MESSAGE_BYTES
 
     frame_id: str
     edge_id: str
@@ -137,13 +138,10 @@ class FrameRequest:
                 "field 'split_stage' must be >= 1", reason="bad_value", frame_id=fid
             )
 
-    def to_bytes(self) -> bytes:
-        return _wire.encode(self)
-
     @classmethod
     def from_bytes(
         cls, data: bytes | bytearray | memoryview, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
-    ) -> FrameRequest:
+    ) -> Self:
         """Decode and validate; raises :class:`ProtocolError` on anything wrong."""
         # The envelope around the payload is small: a fixed 64 KiB allowance covers it.
         obj = _wire.unpack_map(

@@ -17,10 +17,11 @@ MAX_ERROR_MESSAGE_CHARS = 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Result:
+class Result(_wire.WireMessage):
     """A worker's answer for one frame, with the timings the edge needs to adapt."""
 
     MESSAGE_TYPE: ClassVar[str] = "result"
+    MAX_BYTES: ClassVar[int] = MAX_REPLY_BYTES
 
     frame_id: str
     worker_id: str
@@ -62,13 +63,6 @@ class Result:
     def confidence(self) -> float:
         return self.topk_scores[0]
 
-    def to_bytes(self) -> bytes:
-        return _wire.encode(self)
-
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Result:
-        return _wire.decode_as(cls, _wire.unpack_map(data, max_bytes=MAX_REPLY_BYTES))
-
 
 class ErrorCode(enum.StrEnum):
     BAD_REQUEST = "bad_request"  # the request could not be decoded or is inconsistent
@@ -80,13 +74,14 @@ class ErrorCode(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ErrorReply:
+class ErrorReply(_wire.WireMessage):
     """A worker's refusal, with a code the edge can act on and a human message.
 
     ``frame_id`` is ``None`` only when the request was too broken to read its id.
     """
 
     MESSAGE_TYPE: ClassVar[str] = "error"
+    MAX_BYTES: ClassVar[int] = MAX_REPLY_BYTES
 
     worker_id: str
     code: ErrorCode
@@ -100,13 +95,6 @@ class ErrorReply:
         check_id(self.worker_id, "worker_id", fid)
         if len(self.message) > MAX_ERROR_MESSAGE_CHARS:
             raise ProtocolError("error 'message' is too long", reason="oversize", frame_id=fid)
-
-    def to_bytes(self) -> bytes:
-        return _wire.encode(self)
-
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> ErrorReply:
-        return _wire.decode_as(cls, _wire.unpack_map(data, max_bytes=MAX_REPLY_BYTES))
 
 
 Reply = Result | ErrorReply

@@ -14,11 +14,12 @@ MAX_STATUS_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class WorkerStatus:
+class WorkerStatus(_wire.WireMessage):
     """Published retained on ``{prefix}/status/workers/{worker_id}``; the last-will is
     the same message with ``online=False``, so a dead worker is marked offline."""
 
     MESSAGE_TYPE: ClassVar[str] = "worker_status"
+    MAX_BYTES: ClassVar[int] = MAX_STATUS_BYTES
 
     worker_id: str
     online: bool
@@ -49,19 +50,13 @@ class WorkerStatus:
             }
         )
 
-    def to_bytes(self) -> bytes:
-        return _wire.encode(self)
-
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> WorkerStatus:
-        return _wire.decode_as(cls, _wire.unpack_map(data, max_bytes=MAX_STATUS_BYTES))
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EdgeStatus:
+class EdgeStatus(_wire.WireMessage):
     """Published retained on ``{prefix}/status/edges/{edge_id}``, with a last-will."""
 
     MESSAGE_TYPE: ClassVar[str] = "edge_status"
+    MAX_BYTES: ClassVar[int] = MAX_STATUS_BYTES
 
     edge_id: str
     online: bool
@@ -81,10 +76,3 @@ class EdgeStatus:
                 "decided": self.decided,
             }
         )
-
-    def to_bytes(self) -> bytes:
-        return _wire.encode(self)
-
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> EdgeStatus:
-        return _wire.decode_as(cls, _wire.unpack_map(data, max_bytes=MAX_STATUS_BYTES))
