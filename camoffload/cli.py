@@ -1,4 +1,4 @@
-"""The ``camoffload`` command: broker, worker, edge and demo."""
+"""The ``camoffload`` command: broker, worker, edge, demo, train and profile."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from camoffload import __version__
 from camoffload.lifecycle import run_with_signals, serve_until_stopped
+from camoffload.model_commands import add_model_commands, run_profile, run_train
 from camoffload.report import format_summary
 from pipeline.config import Config, load_config
 from pipeline.errors import CamoffloadError
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="local broker to start when --broker is not given (auto: mosquitto if installed)",
     )
+    add_model_commands(sub)
     return parser
 
 
@@ -182,6 +184,7 @@ def _errors(exc: BaseException) -> list[CamoffloadError]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -189,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "broker":
             return _cmd_broker(args)
+        if args.command == "train":
+            return run_train(args, argv)
+        if args.command == "profile":
+            return run_profile(args)
         config = _load(args)
         if args.validate_config:
             _print_config(config)

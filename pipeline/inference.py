@@ -44,22 +44,31 @@ class Classifier:
         self.device = device
         self.topk = min(topk, len(spec.labels))
         self._model = spec.build().to(device)
-        self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
-        self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+        self._mean = torch.tensor(spec.mean, device=device).view(1, spec.channels, 1, 1)
+        self._std = torch.tensor(spec.std, device=device).view(1, spec.channels, 1, 1)
 
     @classmethod
     def by_name(cls, name: str, device: str = "cpu") -> Classifier:
         return cls(get_model_spec(name), resolve_device(device))
 
     def preprocess(self, images: Sequence[Image]) -> torch.Tensor:
-        """BGR (or grey) uint8 HxWxC images -> a normalised float NCHW batch."""
+        """BGR (or grey) uint8 HxWxC images -> a normalised float NCHW batch.
+
+        Colour is converted to what the model takes: grey models get luma, RGB models
+        get grey images replicated across channels.
+        """
         height, width = self.spec.input_size
-        batch = np.empty((len(images), height, width, 3), dtype=np.uint8)
+        channels = self.spec.channels
+        batch = np.empty((len(images), height, width, channels), dtype=np.uint8)
         for i, image in enumerate(images):
             if image.ndim == 3 and image.shape[2] == 1:
                 image = image[:, :, 0]
             resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-            if resized.ndim == 2:
+            if channels == 1:
+                batch[i, :, :, 0] = (
+                    resized if resized.ndim == 2 else cv2.cvtColor(resized, cv2.COLOR_BGR2GRAY)
+                )
+            elif resized.ndim == 2:
                 batch[i] = resized[:, :, None]
             else:
                 batch[i] = resized[:, :, ::-1]  # BGR -> RGB

