@@ -4,16 +4,19 @@ The images are sample photos that ship with OpenCV's documentation (Debian packa
 ``opencv-doc``); ``tests/data/imagenet_local_labels.csv`` names each one's accepted
 ImageNet-1k class indices and why. Missing images are skipped with a note. Each image
 goes through :class:`pipeline.inference.Classifier` alone (batch 1, like an edge frame),
-so the time per image includes preprocessing. A dozen images is a smoke test that the
-weights and preprocessing are right, not an accuracy estimate. Prints Markdown.
+so the time per image includes preprocessing. One torch thread by default: on a busy
+CPU more threads make the timings swing by tens of times. A dozen images is a smoke
+test that weights and preprocessing are right, not an accuracy estimate. Prints Markdown.
 
     .venv/bin/python bench/imagenet_local_top1.py [--models efficientnet_lite0 ...]
+        [--threads 1] [--imagenet-norm]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -28,6 +31,13 @@ from pipeline.models import get_model_spec
 
 LABELS_CSV = Path(__file__).resolve().parents[1] / "tests" / "data" / "imagenet_local_labels.csv"
 MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+# The normalisation of the TensorFlow EfficientNet-Lite reference code
+# (tensorflow/tpu models/official/efficientnet/lite/efficientnet_lite_builder.py:
+# MEAN_RGB = 127, STDDEV_RGB = 128 on 0..255 pixels), for comparison with the registry's.
+# The usual torchvision ImageNet scaling, which the PyTorch port's README suggests; the
+# registry uses (pixel - 127) / 128 as the TF originals do. --imagenet-norm compares.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +93,11 @@ def load_images(
     return kept, pixels, missing
 
 
-def run_model(name: str, images: list[np.ndarray]) -> ModelRun:
-    classifier = Classifier.by_name(name, device="cpu")
+def run_model(name: str, images: list[np.ndarray], *, imagenet_norm: bool = False) -> ModelRun:
+    spec = get_model_spec(name)
+    if imagenet_norm:
+        spec = dataclasses.replace(spec, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    classifier = Classifier(spec, torch.device("cpu"))
     classifier.predict(images[:1])  # warm-up: first-call allocations are not latency
     predictions: list[Prediction] = []
     seconds: list[float] = []
@@ -92,14 +105,31 @@ def run_model(name: str, images: list[np.ndarray]) -> ModelRun:
         started = time.perf_counter()
         predictions.extend(classifier.predict([image]))
         seconds.append(time.perf_counter() - started)
-    return ModelRun(name, classifier.spec.version, predictions, seconds)
+    return ModelRun(name, spec.version, predictions, seconds)
+
+
+def _rounded(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=LABELS_CSV)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument(
+        "--imagenet-norm",
+        action="store_true",
+        help="normalise with torchvision's ImageNet mean/std instead of the spec's (127, 128)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 1 keeps timings steady on a busy machine, 0 = torch's choice",
+    )
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     labelled = read_labels(args.csv)
     kept, images, missing = load_images(labelled)
@@ -108,12 +138,15 @@ def main() -> None:
     if not kept:
         print(f"none of the {len(labelled)} images in {args.csv} is here; nothing to measure")
         return
-    names = get_model_spec(args.models[0]).labels
-    runs = [run_model(name, images) for name in args.models]
+    first = get_model_spec(args.models[0])
+    names = first.labels
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if args.imagenet_norm else (first.mean, first.std)
+    runs = [run_model(name, images, imagenet_norm=args.imagenet_norm) for name in args.models]
 
     print(
         f"{len(kept)} of {len(labelled)} labelled images, CPU, batch 1, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+        f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
+        f"mean {_rounded(mean)}, std {_rounded(std)}\n"
     )
     print("| image | accepted | " + " | ".join(f"{run.name} top-1" for run in runs) + " |")
     print("|---" * (2 + len(runs)) + "|")

@@ -18,8 +18,8 @@ from torch import nn
 from pipeline.errors import ModelError
 from pipeline.models.imagenet import (
     EFFICIENTNET_LITE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    EFFICIENTNET_LITE_MEAN,
+    EFFICIENTNET_LITE_STD,
     build_efficientnet_lite,
     imagenet_labels,
 )
@@ -78,8 +78,8 @@ def _efficientnet_lite(variant: int) -> ModelSpec:
         name=f"efficientnet_lite{variant}",
         version=f"imagenet-{_EFFICIENTNET_LITE_FILE_HASH[variant]}",
         input_size=(resolution, resolution),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        mean=EFFICIENTNET_LITE_MEAN,
+        std=EFFICIENTNET_LITE_STD,
         labels=imagenet_labels(),
         build=lambda: build_efficientnet_lite(variant),
     )
