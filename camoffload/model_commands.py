@@ -20,23 +20,38 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from pipeline.training.datasets import DEBIAN_FASHION_MNIST
+    from pipeline.training.datasets import DATASETS
+
+    def by_dataset(field: str) -> str:
+        return ", ".join(f"{getattr(info, field)} for {name}" for name, info in DATASETS.items())
 
     p = sub.add_parser(
-        "train", help="train the early-exit network on Fashion-MNIST; writes weights + manifest"
+        "train",
+        help="train the early-exit network on Fashion-MNIST or CIFAR-10; writes weights",
     )
-    p.add_argument("--name", default="fmnist_exit_resnet", help="file stem of the weights")
+    p.add_argument(
+        "--dataset",
+        choices=list(DATASETS),
+        default="fashion-mnist",
+        help="what to train on; it also sets the network's input channels and size "
+        "(default fashion-mnist)",
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help=f"file stem of the weights (default {by_dataset('model_name')})",
+    )
     p.add_argument("--out", type=Path, default=Path("models"), help="output folder")
     p.add_argument(
         "--data-dir",
         type=Path,
-        default=DEBIAN_FASHION_MNIST,
-        help=f"Fashion-MNIST IDX files (default {DEBIAN_FASHION_MNIST})",
+        default=None,
+        help=f"the data set's files (default {by_dataset('default_root')})",
     )
     p.add_argument(
         "--download",
         action="store_true",
-        help="fetch Fashion-MNIST into --data-dir with torchvision first (internet)",
+        help="fetch the data set into --data-dir with torchvision first (internet)",
     )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--limit", type=int, default=None, help="train on the first N images only")
@@ -83,18 +98,28 @@ def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 def run_train(args: argparse.Namespace, argv: list[str]) -> int:
     from pipeline.inference import resolve_device
     from pipeline.models import EarlyExitConfig
-    from pipeline.training.datasets import download_fashion_mnist
+    from pipeline.training.datasets import get_dataset
     from pipeline.training.trainer import TrainOptions, train
 
+    dataset = get_dataset(args.dataset)
+    data_dir = (args.data_dir or dataset.default_root).expanduser()
     if args.download:
-        download_fashion_mnist(args.data_dir)
-    architecture = EarlyExitConfig(widths=args.widths, blocks=args.blocks)
+        dataset.download(data_dir)
+    # The data set fixes what the network takes; the command line, how big it is.
+    architecture = EarlyExitConfig(
+        in_channels=dataset.channels,
+        num_classes=len(dataset.classes),
+        input_size=dataset.input_size,
+        widths=args.widths,
+        blocks=args.blocks,
+    )
     # Exits weigh more the deeper they are; the final one carries the distillation.
     stages = architecture.num_stages
     weights = tuple(round(0.5 + 0.5 * i / (stages - 1), 3) for i in range(stages))
     options = TrainOptions(
-        name=args.name,
-        data_dir=args.data_dir,
+        dataset=dataset.name,
+        name=args.name or dataset.model_name,
+        data_dir=data_dir,
         out_dir=args.out,
         architecture=architecture,
         epochs=args.epochs,

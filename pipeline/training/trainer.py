@@ -6,6 +6,10 @@ softened outputs distilled into the early ones (early exits learn more from the 
 exit's "dark knowledge" than from hard labels alone). Mixed precision (bfloat16) on CPUs
 and GPUs that have it. A fixed seed fixes the initialisation, the data order and every
 augmentation draw.
+
+The data set (Fashion-MNIST, CIFAR-10: :data:`pipeline.training.datasets.DATASETS`)
+decides the loader, the normalisation, the padding colour and what the manifest says;
+the architecture must take its images (channels, size, classes).
 """
 
 from __future__ import annotations
@@ -23,13 +27,7 @@ from pipeline.models.early_exit import EarlyExitConfig, EarlyExitResNet
 from pipeline.models.flops import macs_per_exit
 from pipeline.models.weights import WeightsManifest, load_early_exit, save_weights
 from pipeline.training.augment import random_crop_flip
-from pipeline.training.datasets import (
-    DEBIAN_FASHION_MNIST,
-    FASHION_MNIST_MEAN,
-    FASHION_MNIST_STD,
-    LabelledImages,
-    load_fashion_mnist,
-)
+from pipeline.training.datasets import DatasetError, DatasetInfo, LabelledImages, get_dataset
 from pipeline.training.evaluate import normalised_batch, predict_exits
 from pipeline.training.progress import Progress
 
@@ -40,8 +38,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrainOptions:
-    name: str = "fmnist_exit_resnet"
-    data_dir: Path = DEBIAN_FASHION_MNIST
+    dataset: str = "fashion-mnist"  # a name in pipeline.training.datasets.DATASETS
+    name: str | None = None  # file stem of the weights; None = the data set's default
+    data_dir: Path | None = None  # None = the data set's default folder
     out_dir: Path = Path("models")
     architecture: EarlyExitConfig = field(default_factory=EarlyExitConfig)
     epochs: int = 30
@@ -79,13 +78,32 @@ def _exit_loss(
     return loss
 
 
-def _check(options: TrainOptions) -> None:
+def _check(options: TrainOptions, info: DatasetInfo) -> None:
     if len(options.exit_weights) != options.architecture.num_stages:
         raise ValueError(
             f"{len(options.exit_weights)} exit weights for {options.architecture.num_stages} exits"
         )
     if options.epochs < 1 or options.batch_size < 1:
         raise ValueError("epochs and batch size must be >= 1")
+    arch = options.architecture
+    wanted = (info.channels, info.input_size, len(info.classes))
+    if (arch.in_channels, arch.input_size, arch.num_classes) != wanted:
+        raise DatasetError(
+            f"the architecture takes {arch.in_channels}-channel {arch.input_size}x"
+            f"{arch.input_size} images in {arch.num_classes} classes, but {info.title} has "
+            f"{info.channels}-channel {info.input_size}x{info.input_size} images in "
+            f"{len(info.classes)} classes: build it with in_channels={info.channels}, "
+            f"input_size={info.input_size}, num_classes={len(info.classes)}"
+        )
+
+
+def _check_data(data: LabelledImages, info: DatasetInfo, split: str) -> None:
+    shape = (info.input_size, info.input_size, info.channels)
+    if data.images.shape[1:] != shape or data.classes != info.classes:
+        raise DatasetError(
+            f"the {info.title} {split} set holds {data.images.shape[1:]} images in "
+            f"{len(data.classes)} classes, not {shape} images in {len(info.classes)}"
+        )
 
 
 def train(options: TrainOptions, *, log: Callable[[str], None] = logger.info) -> WeightsManifest:
@@ -94,18 +112,26 @@ def train(options: TrainOptions, *, log: Callable[[str], None] = logger.info) ->
     The accuracy in the manifest is measured on the weights as reloaded from disk
     (float16), so it is the accuracy of the file, not of the in-memory model.
     """
-    _check(options)
+    info = get_dataset(options.dataset)
+    _check(options, info)
+    name = options.name or info.model_name
+    data_dir = (options.data_dir or info.default_root).expanduser()
     device = torch.device(options.device)
     torch.manual_seed(options.seed)
     generator = torch.Generator().manual_seed(options.seed)
 
-    train_set = load_fashion_mnist(options.data_dir, "train").head(options.limit)
-    test_set = load_fashion_mnist(options.data_dir, "test").head(options.test_limit)
-    mean, std = FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    train_set = info.load(data_dir, "train").head(options.limit)
+    test_set = info.load(data_dir, "test").head(options.test_limit)
+    _check_data(train_set, info, "training")
+    _check_data(test_set, info, "test")
+    mean, std = info.mean, info.std
     inputs = normalised_batch(train_set.images, mean, std)
     labels = torch.from_numpy(train_set.labels)
-    fill = (0.0 - mean[0]) / std[0]  # pad with black, as the camera would see it
-    log(f"training {options.name} on {len(train_set)} images, {options.epochs} epochs, {device}")
+    fill = info.black  # pad with black, as the camera would see it
+    log(
+        f"training {name} on {len(train_set)} {info.title} images, {options.epochs} epochs, "
+        f"{device}"
+    )
 
     model = EarlyExitResNet(options.architecture).to(device)
     model = model.to(memory_format=torch.channels_last)
@@ -149,13 +175,13 @@ def train(options: TrainOptions, *, log: Callable[[str], None] = logger.info) ->
         options.architecture.input_size,
         options.architecture.input_size,
     )
-    placeholder = _manifest_fields(options, train_set, test_set, model, example, wall, [])
-    save_weights(model, placeholder, out_dir=options.out_dir, name=options.name)
+    placeholder = _manifest_fields(options, info, train_set, test_set, model, example, wall, [])
+    save_weights(model, placeholder, out_dir=options.out_dir, name=name)
     # Measure the file as written (float16), then rewrite the manifest with the figures.
-    reloaded, _ = load_early_exit(options.out_dir / f"{options.name}.json")
+    reloaded, _ = load_early_exit(options.out_dir / f"{name}.json")
     accuracy = predict_exits(reloaded, test_set, mean=mean, std=std).accuracy()
-    fields = _manifest_fields(options, train_set, test_set, model, example, wall, accuracy)
-    manifest = save_weights(reloaded, fields, out_dir=options.out_dir, name=options.name)
+    fields = _manifest_fields(options, info, train_set, test_set, model, example, wall, accuracy)
+    manifest = save_weights(reloaded, fields, out_dir=options.out_dir, name=name)
     log(
         f"wrote {options.out_dir / manifest.weights_file} ({manifest.size_bytes} bytes); "
         f"test accuracy per exit: {', '.join(f'{a:.2%}' for a in accuracy)}"
@@ -165,6 +191,7 @@ def train(options: TrainOptions, *, log: Callable[[str], None] = logger.info) ->
 
 def _manifest_fields(
     options: TrainOptions,
+    info: DatasetInfo,
     train_set: LabelledImages,
     test_set: LabelledImages,
     model: EarlyExitResNet,
@@ -173,10 +200,10 @@ def _manifest_fields(
     accuracy: list[float],
 ) -> dict[str, object]:
     return {
-        "dataset": "fashion-mnist",
+        "dataset": info.name,
         "labels": train_set.classes,
-        "mean": FASHION_MNIST_MEAN,
-        "std": FASHION_MNIST_STD,
+        "mean": info.mean,
+        "std": info.std,
         "exit_accuracy": tuple(round(a, 6) for a in accuracy),
         "test_images": len(test_set),
         "params": sum(p.numel() for p in model.parameters()),
