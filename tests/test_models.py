@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from pipeline.errors import ModelError
 from pipeline.models import (
     EarlyExitConfig,
     EarlyExitResNet,
+    available_models,
     get_model_spec,
     load_early_exit,
     read_manifest,
@@ -246,3 +248,16 @@ def test_profile_command_prints_json(tiny_run: Path, capsys: pytest.CaptureFixtu
 def test_unknown_models_are_named() -> None:
     with pytest.raises(ModelError, match=r"known models: .*fmnist_exit_resnet"):
         get_model_spec("resnet9000")
+
+
+def test_any_trained_manifest_is_served_by_name(tiny_run: Path) -> None:
+    from pipeline.inference import Classifier
+
+    assert "tiny" in available_models(models_dir=tiny_run)
+    spec = get_model_spec("tiny", models_dir=tiny_run)
+    manifest = read_manifest(tiny_run / "tiny.json")
+    assert spec.version == manifest.version == f"tiny-{manifest.sha256[:12]}"
+    assert (spec.channels, spec.input_size) == (1, (28, 28))
+    colour_frame = np.zeros((56, 56, 3), np.uint8)  # a camera frame: BGR, another size
+    predictions = Classifier(spec, torch.device("cpu")).predict([colour_frame])
+    assert 0 <= predictions[0].label < 10

