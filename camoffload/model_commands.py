@@ -65,7 +65,7 @@ def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--lr", type=float, default=0.2, help="peak one-cycle learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--widths", type=_ints, default=(32, 64, 128, 256), help="channels per stage")
+    p.add_argument("--widths", type=_ints, default=(48, 96, 192, 256), help="channels per stage")
     p.add_argument("--blocks", type=_ints, default=(1, 1, 1, 1), help="residual blocks per stage")
     p.add_argument("--fp32", action="store_true", help="train in float32, not bfloat16")
     p.add_argument(
