@@ -65,7 +65,7 @@ def main() -> None:
         shares = []
         for threshold in THRESHOLDS:
             share, hit = predictions.at_threshold(k, threshold)
-            shares.append(f"{share:.1%} ({hit:.1%})")
+            shares.append(f"{share:.1%} ({hit:.1%})" if share else "0.0% (-)")
         print(
             f"| {k + 1}{' (final)' if k == exits - 1 else ''} | {accuracy[k]:.2%} | "
             f"{manifest.macs_per_exit[k] / 1e6:.1f} M | "
