@@ -11,6 +11,7 @@ import msgpack
 import numpy as np
 import torch
 
+from pipeline.codecs import decode_jpeg
 from pipeline.config import Config
 from pipeline.inference import Classifier
 from pipeline.protocol import (
@@ -58,7 +59,9 @@ def test_mqtt5_round_trip_answers_on_the_response_topic(
             assert result.model == "efficientnet_lite0"
             assert result.model_version == classifier.spec.version
             assert result.label_name == classifier.spec.labels[result.label]
-            assert result.label == classifier.predict([frames[0]])[0].label
+            # The worker saw the JPEG, not the raw frame: compare with the same pixels.
+            sent = decode_jpeg(request.payload)
+            assert result.label == classifier.predict([sent])[0].label
             assert result.batch_size >= 1
             assert result.inference_ms > 0
 
