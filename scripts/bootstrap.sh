@@ -31,7 +31,8 @@ apt_install() {  # apt_install PACKAGE... : install the Debian packages that are
 if [[ $dev -eq 1 ]]; then
   # The tests run against a real Mosquitto (never a mock); the models work uses
   # Fashion-MNIST from Debian's package.
-  apt_install mosquitto dataset-fashion-mnist
+  # opencv-doc holds the labelled sample photos the ImageNet-model tests use.
+  apt_install mosquitto dataset-fashion-mnist opencv-doc
 fi
 
 if [[ ! -x .venv/bin/python ]]; then
