@@ -34,6 +34,7 @@ def free_port() -> int:
 
 
 def _accepts(port: int) -> bool:
+    # Every broker we start listens on 127.0.0.1 (alone, or as part of 0.0.0.0).
     try:
         with socket.create_connection((HOST, port), timeout=0.2):
             return True
@@ -45,15 +46,16 @@ def _accepts(port: int) -> bool:
 class BrokerInfo:
     """What clients need to know about a running broker."""
 
-    kind: str  # "mosquitto" or "embedded"
+    kind: str  # "mosquitto", "mosquitto-hardened", "mosquitto-bridge" or "embedded"
     port: int
     protocol: MqttProtocol  # the MQTT version clients should speak: "5" or "3.1.1"
     shared_subscriptions: bool
     limitations: str  # said in the log, so users know what they are not getting
+    tls: bool = False  # the listener speaks TLS only (the hardened broker)
 
     @property
     def url(self) -> str:
-        return f"mqtt://{HOST}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{HOST}:{self.port}"
 
 
 class BrokerProcess:
@@ -72,6 +74,7 @@ class BrokerProcess:
         protocol: MqttProtocol,
         shared_subscriptions: bool,
         limitations: str = "",
+        tls: bool = False,
         startup_timeout_s: float = 10.0,
     ) -> None:
         self._kind = kind
@@ -80,6 +83,7 @@ class BrokerProcess:
         self._protocol = protocol
         self._shared = shared_subscriptions
         self._limitations = limitations
+        self._tls = tls
         self._startup_timeout_s = startup_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -114,6 +118,7 @@ class BrokerProcess:
                 protocol=self._protocol,
                 shared_subscriptions=self._shared,
                 limitations=self._limitations,
+                tls=self._tls,
             )
             return self._info
         self._cleanup_workdir()

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from camoffload import __version__
+from camoffload.broker_commands import add_broker_command, run_broker_command
 from camoffload.lifecycle import run_with_signals, serve_until_stopped
 from camoffload.model_commands import add_model_commands, run_profile, run_train
 from camoffload.report import format_summary
@@ -53,10 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"camoffload {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("broker", help="run a local development broker in the foreground")
-    p.add_argument("--kind", choices=["auto", "mosquitto", "embedded"], default="auto")
-    p.add_argument("--port", type=int, default=1883, help="0 picks a free port")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_broker_command(sub)
 
     p = sub.add_parser("worker", help="run a cloud worker")
     _common(p)
@@ -96,34 +94,6 @@ def _print_config(config: Config) -> None:
         for key, value in values.items():
             print(f"{key} = {value!r}")
     print(f"prefix = {config.prefix!r}")
-
-
-def _cmd_broker(args: argparse.Namespace) -> int:
-    from broker import local_broker
-
-    proc = local_broker(args.kind, port=args.port)
-
-    async def main(stop: asyncio.Event) -> int:
-        info = await asyncio.to_thread(proc.start)
-        try:
-            print(f"{info.kind} broker listening on {info.url} (Ctrl-C to stop)", flush=True)
-            if info.limitations:
-                logger.warning("the %s broker lacks: %s", info.kind, info.limitations)
-            while not stop.is_set():
-                code = proc.returncode()
-                if code is not None:
-                    logger.error("the %s broker exited with code %d", info.kind, code)
-                    return 1
-                try:
-                    async with asyncio.timeout(0.5):
-                        await stop.wait()
-                except TimeoutError:
-                    pass
-            return 0
-        finally:
-            await asyncio.to_thread(proc.stop)
-
-    return run_with_signals(main)
 
 
 def _cmd_worker(config: Config) -> int:
@@ -191,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "broker":
-            return _cmd_broker(args)
+            return run_broker_command(args)
         if args.command == "train":
             return run_train(args, argv)
         if args.command == "profile":

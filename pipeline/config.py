@@ -98,6 +98,12 @@ class BrokerConfig:
             raise ConfigError(
                 "broker.cert_file and broker.key_file go together", key="broker.cert_file"
             )
+        if parts.scheme != "mqtts" and (self.ca_file or self.cert_file):
+            # Otherwise a typo in the scheme would quietly send the password in clear.
+            raise ConfigError(
+                "broker.ca_file, cert_file and key_file are for TLS: use an mqtts:// url",
+                key="broker.url",
+            )
         if self.connect_timeout_s <= 0:
             raise ConfigError(
                 "broker.connect_timeout_s must be > 0", key="broker.connect_timeout_s"

@@ -114,18 +114,26 @@ def reply_target(
 ) -> ReplyTarget | None:
     """Pick the reply topic for a request.
 
-    The MQTT 5 response topic wins (so a worker answers wherever the request says);
-    otherwise the results topic of the edge that the request topic names. ``None``
-    means there is nowhere to answer (a message on a topic we do not know).
+    Replies go to the results topic of the edge that the request topic names. An MQTT 5
+    response topic is honoured only inside that edge's own results tree
+    (``{p}/results/{edge_id}`` or below): workers may write every results topic, so a
+    device that could name any response topic could make a worker publish onto another
+    device's results or onto worker status, past the broker's ACLs. Correlation data is
+    passed back either way. ``None`` means there is nowhere to answer (a message on a
+    topic we do not know).
     """
-    response_topic = getattr(request_properties, "ResponseTopic", None)
-    if isinstance(response_topic, str) and response_topic:
-        props = _publish_properties()
-        correlation = getattr(request_properties, "CorrelationData", None)
-        if isinstance(correlation, bytes):
-            props.CorrelationData = correlation
-        return ReplyTarget(response_topic, props)
     edge_id = topics.edge_of_frames_topic(request_topic)
     if edge_id is None:
         return None
-    return ReplyTarget(topics.results(edge_id), None)
+    own_results = topics.results(edge_id)
+    correlation = getattr(request_properties, "CorrelationData", None)
+    props = None
+    if isinstance(correlation, bytes):
+        props = _publish_properties()
+        props.CorrelationData = correlation
+    response_topic = getattr(request_properties, "ResponseTopic", None)
+    if isinstance(response_topic, str) and (
+        response_topic == own_results or response_topic.startswith(own_results + "/")
+    ):
+        return ReplyTarget(response_topic, props)
+    return ReplyTarget(own_results, props)

@@ -105,14 +105,33 @@ def test_topic_scheme() -> None:
         Topics("a//b")
 
 
-def test_reply_target_prefers_response_topic() -> None:
+def test_reply_target_honours_a_response_topic_in_the_edges_own_results() -> None:
     t = Topics("cam")
-    target = reply_target(t, "cam/frames/e1", request_properties("anywhere/r", b"corr"))
-    assert target is not None
-    assert target.topic == "anywhere/r"
-    assert target.properties is not None
-    assert target.properties.CorrelationData == b"corr"
+    for own in ("cam/results/e1", "cam/results/e1/session-7"):
+        target = reply_target(t, "cam/frames/e1", request_properties(own, b"corr"))
+        assert target is not None
+        assert target.topic == own
+        assert target.properties is not None
+        assert target.properties.CorrelationData == b"corr"
     fallback = reply_target(t, "cam/frames/e1", Properties(PacketTypes.PUBLISH))
     assert fallback is not None
     assert (fallback.topic, fallback.properties) == ("cam/results/e1", None)
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    ["anywhere/r", "cam/results/e2", "cam/results/e10", "cam/status/workers/w1", "cam/results"],
+)
+def test_reply_target_refuses_a_response_topic_outside_the_edges_results(foreign: str) -> None:
+    # A device must not steer a worker's reply onto another device's results or onto
+    # worker status: the reply goes to its own results topic, correlation kept.
+    target = reply_target(Topics("cam"), "cam/frames/e1", request_properties(foreign, b"c"))
+    assert target is not None
+    assert target.topic == "cam/results/e1"
+    assert target.properties is not None
+    assert target.properties.CorrelationData == b"c"
+
+
+def test_reply_target_needs_a_frames_topic() -> None:
+    t = Topics("cam")
     assert reply_target(t, "cam/elsewhere", None) is None

@@ -40,7 +40,7 @@ def test_mqtt5_round_trip_answers_on_the_response_topic(
     async def scenario() -> None:
         topics = config.topics
         async with running_worker(config, classifier), client(config) as edge:
-            reply_topic = f"{config.prefix}/custom-reply/xyz"
+            reply_topic = f"{topics.results('cam-1')}/session-xyz"
             await edge.subscribe(reply_topic, qos=1)
             request = jpeg_request(frames[0], frame_id="abc")
             await edge.publish(
