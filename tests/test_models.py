@@ -83,32 +83,21 @@ def test_split_points_outside_the_network_are_refused() -> None:
         EarlyExitConfig(widths=(8,), blocks=(1,))
 
 
+TINY_TRAIN = "train --epochs 1 --limit 512 --test-limit 300 --widths 8,8,16,16 --device cpu"
+
+
+def _train_tiny(out: Path) -> None:
+    """A real (tiny) `camoffload train` run into ``out``, as ``tiny``."""
+    assert main([*TINY_TRAIN.split(), "--out", str(out), "--name", "tiny"]) == 0
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (tiny) `camoffload train` run: its output folder."""
     if not DEBIAN_FASHION_MNIST.is_dir():
         pytest.skip("Debian dataset-fashion-mnist is not installed")
     out = tmp_path_factory.mktemp("weights")
-    code = main(
-        [
-            "train",
-            "--epochs",
-            "1",
-            "--limit",
-            "512",
-            "--test-limit",
-            "300",
-            "--widths",
-            "8,8,16,16",
-            "--out",
-            str(out),
-            "--name",
-            "tiny",
-            "--device",
-            "cpu",
-        ]
-    )
-    assert code == 0
+    _train_tiny(out)
     return out
 
 
@@ -127,26 +116,7 @@ def test_train_writes_weights_and_a_truthful_manifest(tiny_run: Path) -> None:
 
 
 def test_training_is_reproducible(tiny_run: Path, tmp_path: Path) -> None:
-    code = main(
-        [
-            "train",
-            "--epochs",
-            "1",
-            "--limit",
-            "512",
-            "--test-limit",
-            "300",
-            "--widths",
-            "8,8,16,16",
-            "--out",
-            str(tmp_path),
-            "--name",
-            "tiny",
-            "--device",
-            "cpu",
-        ]
-    )
-    assert code == 0
+    _train_tiny(tmp_path)
     first = read_manifest(tiny_run / "tiny.json")
     second = read_manifest(tmp_path / "tiny.json")
     assert second.sha256 == first.sha256
