@@ -29,6 +29,7 @@ __all__ = [
     "read_manifest",
     "save_weights",
     "sha256_of",
+    "write_manifest",
 ]
 
 MANIFEST_FORMAT = 1
@@ -265,6 +266,12 @@ def save_weights(
         storage_dtype=str(storage_dtype).removeprefix("torch."),
         **manifest_fields,
     )
-    manifest_path = out_dir / f"{name}.json"
-    manifest_path.write_text(manifest.to_json(), encoding="utf-8")
+    write_manifest(manifest, out_dir)
     return manifest
+
+
+def write_manifest(manifest: WeightsManifest, out_dir: Path) -> Path:
+    """(Re)write ``<name>.json`` beside the weights it describes."""
+    path = out_dir / f"{manifest.name}.json"
+    path.write_text(manifest.to_json(), encoding="utf-8")
+    return path

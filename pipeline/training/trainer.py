@@ -14,6 +14,7 @@ the architecture must take its images (channels, size, classes).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +26,12 @@ import torch.nn.functional as F  # noqa: N812 - the torch convention
 
 from pipeline.models.early_exit import EarlyExitConfig, EarlyExitResNet
 from pipeline.models.flops import macs_per_exit
-from pipeline.models.weights import WeightsManifest, load_early_exit, save_weights
+from pipeline.models.weights import (
+    WeightsManifest,
+    load_early_exit,
+    save_weights,
+    write_manifest,
+)
 from pipeline.training.augment import random_crop_flip
 from pipeline.training.datasets import DatasetError, DatasetInfo, LabelledImages, get_dataset
 from pipeline.training.evaluate import normalised_batch, predict_exits
@@ -175,13 +181,13 @@ def train(options: TrainOptions, *, log: Callable[[str], None] = logger.info) ->
         options.architecture.input_size,
         options.architecture.input_size,
     )
-    placeholder = _manifest_fields(options, info, train_set, test_set, model, example, wall, [])
-    save_weights(model, placeholder, out_dir=options.out_dir, name=name)
+    fields = _manifest_fields(options, info, train_set, test_set, model, example, wall)
+    manifest = save_weights(model, fields, out_dir=options.out_dir, name=name)
     # Measure the file as written (float16), then rewrite the manifest with the figures.
     reloaded, _ = load_early_exit(options.out_dir / f"{name}.json")
     accuracy = predict_exits(reloaded, test_set, mean=mean, std=std).accuracy()
-    fields = _manifest_fields(options, info, train_set, test_set, model, example, wall, accuracy)
-    manifest = save_weights(reloaded, fields, out_dir=options.out_dir, name=name)
+    manifest = dataclasses.replace(manifest, exit_accuracy=tuple(round(a, 6) for a in accuracy))
+    write_manifest(manifest, options.out_dir)
     log(
         f"wrote {options.out_dir / manifest.weights_file} ({manifest.size_bytes} bytes); "
         f"test accuracy per exit: {', '.join(f'{a:.2%}' for a in accuracy)}"
@@ -197,14 +203,14 @@ def _manifest_fields(
     model: EarlyExitResNet,
     example: torch.Tensor,
     wall: float,
-    accuracy: list[float],
 ) -> dict[str, object]:
+    """Everything the manifest says but the file's hash and accuracy (measured after)."""
     return {
         "dataset": info.name,
         "labels": train_set.classes,
         "mean": info.mean,
         "std": info.std,
-        "exit_accuracy": tuple(round(a, 6) for a in accuracy),
+        "exit_accuracy": (),
         "test_images": len(test_set),
         "params": sum(p.numel() for p in model.parameters()),
         "macs_per_exit": tuple(macs_per_exit(model, example)),
