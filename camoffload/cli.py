@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from camoffload import __version__
 from camoffload.broker_commands import add_broker_command, run_broker_command
-from camoffload.lifecycle import run_with_signals, serve_until_stopped
+from camoffload.lifecycle import run_with_signals
 from camoffload.model_commands import add_model_commands, run_profile, run_train
 from camoffload.report import format_summary
 from pipeline.config import Config, load_config
@@ -46,6 +46,35 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _worker_options(parser: argparse.ArgumentParser) -> None:
+    """Shorthands for the worker settings people change most (each is a --set too)."""
+    group = parser.add_argument_group("worker")
+    group.add_argument("--worker-id", help="worker.worker_id (also its MQTT client id)")
+    group.add_argument("--model", help="worker.model, e.g. fmnist_exit_resnet")
+    group.add_argument("--device", choices=["cpu", "cuda", "auto"], help="worker.device")
+    group.add_argument(
+        "--half", action="store_true", default=None, help="float16 inference (CUDA only)"
+    )
+    group.add_argument("--max-batch", type=int, help="worker.max_batch")
+    group.add_argument("--max-wait-ms", type=float, help="worker.max_wait_ms")
+    group.add_argument("--max-queue", type=int, help="worker.max_queue")
+    group.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any free)"
+    )
+
+
+_WORKER_FLAGS = {
+    "worker_id": "worker.worker_id",
+    "model": "worker.model",
+    "device": "worker.device",
+    "half": "worker.half",
+    "max_batch": "worker.max_batch",
+    "max_wait_ms": "worker.max_wait_ms",
+    "max_queue": "worker.max_queue",
+    "metrics_port": "worker.metrics_port",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="camoffload",
@@ -58,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run a cloud worker")
     _common(p)
+    _worker_options(p)
 
     p = sub.add_parser("edge", help="run an edge node on a camera, stream, video or folder")
     _common(p)
@@ -80,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides)
+    for flag, key in _WORKER_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
     if args.broker_url:
         overrides.append(f"broker.url={args.broker_url}")
     return load_config(args.config, overrides=overrides)
@@ -100,7 +134,8 @@ def _cmd_worker(config: Config) -> int:
     from cloud_worker import CloudWorker
 
     async def main(stop: asyncio.Event) -> int:
-        await serve_until_stopped(CloudWorker(config).run(), stop)
+        # The worker drains on ``stop`` itself; a second signal cancels it outright.
+        await CloudWorker(config).run(stop=stop)
         return 0
 
     return run_with_signals(main)

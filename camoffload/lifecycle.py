@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["run_with_signals", "serve_until_stopped"]
+__all__ = ["run_with_signals"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +42,3 @@ def run_with_signals(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
                 loop.remove_signal_handler(sig)
 
     return asyncio.run(runner())
-
-
-async def serve_until_stopped(service: Awaitable[None], stop: asyncio.Event) -> None:
-    """Run ``service`` until it ends (errors propagate) or ``stop`` is set (then cancel it
-    and wait for its cleanup)."""
-    service_task = asyncio.ensure_future(service)
-    stop_task = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({service_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop_task.cancel()
-        if not service_task.done():
-            service_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await service_task
-    if not service_task.cancelled():
-        service_task.result()

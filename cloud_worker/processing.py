@@ -1,20 +1,36 @@
 """The worker's CPU/GPU side: decode a batch of requests and classify it.
 
-Runs in the worker's inference thread, never on the event loop. One bad payload gets
-its own error reply; it never fails the rest of the batch.
+Runs in the worker's inference thread, never on the event loop. A batch may mix the
+three kinds of request; each kind (and each split point) runs as its own forward pass:
+
+    image   a JPEG frame, or raw uint8 pixels (height, width, 1 or 3)
+    input   a raw float tensor already normalised to the model's (channels, h, w)
+    split   an early-exit edge part's activation, continued from ``split_stage``
+
+One bad payload gets its own error reply; it never fails the rest of the batch.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+import numpy as np
+
 from pipeline.codecs import Image, decode_jpeg, tensor_from_bytes
 from pipeline.errors import CodecError, ModelError
-from pipeline.inference import Classifier
-from pipeline.protocol import ErrorCode, ErrorReply, FrameRequest, PayloadCodec, Result
+from pipeline.inference import Classifier, Prediction
+from pipeline.protocol import (
+    ErrorCode,
+    ErrorReply,
+    FrameRequest,
+    PayloadCodec,
+    Result,
+    TensorDType,
+)
 from pipeline.protocol import Reply as ReplyMessage
 from pipeline.topics import ReplyTarget
 
@@ -32,20 +48,56 @@ class Pending:
     received_mono: float  # time.monotonic() on arrival, for queue time
 
 
-def _decode(request: FrameRequest) -> Image:
+_IMAGE = -1  # group key of whole images; split points are >= 1
+_INPUT = 0  # group key of normalised input tensors (a split at 0 is the input itself)
+
+
+def _group_and_decode(request: FrameRequest, classifier: Classifier) -> tuple[int, np.ndarray]:
+    """(group key, decoded array) of one request; :class:`CodecError` if unusable."""
     if request.codec is PayloadCodec.JPEG:
-        return decode_jpeg(request.payload, expected_shape=request.shape)
+        return _IMAGE, decode_jpeg(request.payload, expected_shape=request.shape)
     if request.codec is PayloadCodec.RAW:
-        if (
-            len(request.shape) != 3
-            or request.shape[2] not in (1, 3)
-            or request.dtype.value != "uint8"
-        ):
-            raise CodecError("a raw frame must be uint8 with shape (height, width, 1 or 3)")
-        return cast(Image, tensor_from_bytes(request.payload, request.shape, request.dtype))
-    raise CodecError(
-        f"this worker classifies whole images; {request.codec.value!r} payloads need a "
-        "split model (see the models issue)"
+        if request.dtype is TensorDType.UINT8:
+            if len(request.shape) != 3 or request.shape[2] not in (1, 3):
+                raise CodecError("raw uint8 pixels need shape (height, width, 1 or 3)")
+            return _IMAGE, cast(
+                Image, tensor_from_bytes(request.payload, request.shape, request.dtype)
+            )
+        if request.shape != classifier.input_shape:
+            raise CodecError(
+                f"a raw {request.dtype.value} tensor for {classifier.spec.name} is a "
+                f"normalised input of shape {classifier.input_shape}, not {request.shape}"
+            )
+        return _INPUT, tensor_from_bytes(request.payload, request.shape, request.dtype)
+    split = request.split_stage
+    assert split is not None  # FrameRequest guarantees it for tensor payloads
+    if request.dtype is TensorDType.UINT8:
+        raise CodecError("an intermediate tensor is float16 or float32, not uint8")
+    try:
+        expected = classifier.activation_shape(split)
+    except ModelError as exc:
+        raise CodecError(str(exc)) from exc
+    if request.shape != expected:
+        raise CodecError(
+            f"{classifier.spec.name} expects an activation of shape {expected} at split "
+            f"{split}, not {request.shape}"
+        )
+    return split, tensor_from_bytes(request.payload, request.shape, request.dtype)
+
+
+def _forward(
+    classifier: Classifier, key: int
+) -> Callable[[Sequence[np.ndarray]], list[Prediction]]:
+    if key == _IMAGE:
+        return classifier.predict
+    if key == _INPUT:
+        return classifier.predict_inputs
+    return lambda arrays: classifier.predict_from_split(key, arrays)
+
+
+def _error(item: Pending, worker_id: str, code: ErrorCode, message: str) -> ErrorReply:
+    return ErrorReply(
+        frame_id=item.request.frame_id, worker_id=worker_id, code=code, message=message[:1000]
     )
 
 
@@ -54,49 +106,33 @@ def process_batch(
 ) -> list[tuple[ReplyTarget, ReplyMessage]]:
     """Decode and classify ``batch``; one reply per request, in order of the batch."""
     started = time.monotonic()
-    replies: list[tuple[ReplyTarget, ReplyMessage] | None] = [None] * len(batch)
-    images: list[Image] = []
-    decoded_index: list[int] = []
+    replies: list[ReplyMessage | None] = [None] * len(batch)
+    groups: dict[int, list[tuple[int, np.ndarray]]] = {}
     for i, item in enumerate(batch):
         try:
-            images.append(_decode(item.request))
-            decoded_index.append(i)
+            key, array = _group_and_decode(item.request, classifier)
         except CodecError as exc:
-            replies[i] = (
-                item.target,
-                ErrorReply(
-                    frame_id=item.request.frame_id,
-                    worker_id=worker_id,
-                    code=ErrorCode.BAD_REQUEST,
-                    message=str(exc)[:1000],
-                ),
-            )
-    decoded = time.monotonic()
-    try:
-        predictions = classifier.predict(images)
-    except ModelError as exc:
-        # A model failure answers this batch with errors; it never takes the worker down.
-        logger.exception("inference failed for a batch of %d", len(images))
-        for i in decoded_index:
-            replies[i] = (
-                batch[i].target,
-                ErrorReply(
-                    frame_id=batch[i].request.frame_id,
-                    worker_id=worker_id,
-                    code=ErrorCode.INTERNAL,
-                    message=f"inference failed: {exc}"[:1000],
-                ),
-            )
-        return [r for r in replies if r is not None]
-    finished = time.monotonic()
-    decode_ms = (decoded - started) * 1000 / max(1, len(batch))
-    inference_ms = (finished - decoded) * 1000
+            replies[i] = _error(item, worker_id, ErrorCode.BAD_REQUEST, str(exc))
+            continue
+        groups.setdefault(key, []).append((i, array))
+    decode_ms = (time.monotonic() - started) * 1000 / max(1, len(batch))
     spec = classifier.spec
-    for i, prediction in zip(decoded_index, predictions, strict=True):
-        item = batch[i]
-        replies[i] = (
-            item.target,
-            Result(
+    for key, members in groups.items():
+        forward_started = time.monotonic()
+        try:
+            predictions = _forward(classifier, key)([array for _, array in members])
+        except ModelError as exc:
+            # A model failure answers this group with errors; it never takes the worker down.
+            logger.exception("inference failed for a batch of %d", len(members))
+            for i, _ in members:
+                replies[i] = _error(
+                    batch[i], worker_id, ErrorCode.INTERNAL, f"inference failed: {exc}"
+                )
+            continue
+        inference_ms = (time.monotonic() - forward_started) * 1000
+        for (i, _), prediction in zip(members, predictions, strict=True):
+            item = batch[i]
+            replies[i] = Result(
                 frame_id=item.request.frame_id,
                 worker_id=worker_id,
                 label=prediction.label,
@@ -108,7 +144,6 @@ def process_batch(
                 queue_ms=max(0.0, (started - item.received_mono) * 1000),
                 decode_ms=decode_ms,
                 inference_ms=inference_ms,
-                batch_size=len(images),
-            ),
-        )
-    return [r for r in replies if r is not None]
+                batch_size=len(members),
+            )
+    return [(item.target, reply) for item, reply in zip(batch, replies, strict=True) if reply]

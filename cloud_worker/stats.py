@@ -1,4 +1,4 @@
-"""Running load figures of a worker, for its retained status message."""
+"""Running load figures of a worker: for its retained status and its deadline estimates."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ class WorkerStats:
     frames_done: int = 0
     frames_rejected: int = 0
     mean_batch_size: float = 0.0
-    latency_ms_per_image: float = 0.0
+    latency_ms_per_image: float = 0.0  # batch wall time (decode + inference) / batch size
     _window_start: float = field(default_factory=time.monotonic)
     _window_frames: int = 0
     _throughput_fps: float = 0.0
 
-    def record_batch(self, size: int, inference_ms: float) -> None:
-        per_image = inference_ms / size
+    def record_batch(self, size: int, compute_ms: float) -> None:
+        """A batch of ``size`` requests took ``compute_ms`` in the inference thread."""
+        per_image = compute_ms / size
         if self.frames_done == 0:
             self.mean_batch_size, self.latency_ms_per_image = float(size), per_image
         else:
@@ -33,6 +34,14 @@ class WorkerStats:
 
     def record_rejected(self) -> None:
         self.frames_rejected += 1
+
+    def estimated_ms(self, images: int) -> float:
+        """How long computing ``images`` more should take at the recent per-image rate.
+
+        0 until the first batch is measured: before that the worker has no evidence
+        and computes rather than guesses a frame into ``expired``.
+        """
+        return self.latency_ms_per_image * images
 
     def throughput_fps(self) -> float:
         """Frames/s since the previous call (the status interval), then restart the window."""

@@ -1,6 +1,6 @@
 """The cloud worker service: frames in over a shared subscription, answers out.
 
-Tasks (one TaskGroup, cancelled together on shutdown)::
+Tasks (cancelled together on shutdown)::
 
     receive   MQTT messages -> validate -> bounded queue (or an error reply at once)
     batches   queue -> dynamic batch -> decode + classify in the inference thread -> replies
@@ -8,6 +8,16 @@ Tasks (one TaskGroup, cancelled together on shutdown)::
 
 The event loop only moves bytes; JPEG decoding and inference run in one dedicated
 thread, so torch never competes with itself and the loop never blocks.
+
+Deadlines are checked three times: on arrival, when a batch is formed, and in both
+cases against the worker's own estimate of when the answer would be ready (recent
+per-image compute time x the work ahead of the frame). A frame that would miss its
+deadline is answered ``expired`` instead of computed: the edge has fallen back by then.
+
+Shutdown: when ``stop`` is set the worker unsubscribes (the shared subscription hands
+new frames to the other workers), answers ``shutting_down`` to anything still arriving,
+finishes the queue for up to ``drain_timeout_s``, publishes its offline status and
+disconnects. Cancellation skips the drain: queued frames are answered at once.
 """
 
 from __future__ import annotations
@@ -22,13 +32,20 @@ import aiomqtt
 from aiomqtt import Will
 
 from cloud_worker.batching import next_batch
+from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.processing import Pending, process_batch
 from cloud_worker.stats import WorkerStats
 from pipeline.config import Config
 from pipeline.errors import ProtocolError
 from pipeline.inference import Classifier
-from pipeline.mqtt import connect_with_retry, make_client, payload_bytes, translate_mqtt_errors
-from pipeline.protocol import ErrorCode, ErrorReply, FrameRequest, Reply, WorkerStatus
+from pipeline.mqtt import (
+    DEFAULT_INCOMING_QUEUE,
+    connect_with_retry,
+    make_client,
+    payload_bytes,
+    translate_mqtt_errors,
+)
+from pipeline.protocol import ErrorCode, ErrorReply, FrameRequest, Reply, Result, WorkerStatus
 from pipeline.topics import ReplyTarget, reply_target
 
 __all__ = ["CloudWorker"]
@@ -36,10 +53,14 @@ __all__ = ["CloudWorker"]
 logger = logging.getLogger(__name__)
 
 _GOODBYE_TIMEOUT_S = 3.0
+# Replies published but not yet acknowledged by the broker. Replies are sent in the
+# background so that neither the receive loop (busy/expired refusals under overload)
+# nor the batch loop waits a round trip per message; past this many the sender waits.
+_MAX_UNACKED_REPLIES = 1024
 
 
 class CloudWorker:
-    """One worker process's service. ``run()`` until cancelled; safe to run again."""
+    """One worker process's service. ``run()`` until ``stop`` is set or it is cancelled."""
 
     def __init__(self, config: Config, *, classifier: Classifier | None = None) -> None:
         self._config = config
@@ -47,24 +68,39 @@ class CloudWorker:
         self._topics = config.topics
         self._classifier = classifier
         self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=self._cfg.max_queue)
+        self._draining = False
+        self._sending: set[asyncio.Task[None]] = set()
         self.stats = WorkerStats()
+        self.metrics = WorkerMetrics(self._cfg.worker_id, self._served_model())
+        self.metrics_port: int | None = None  # bound port once the endpoint is up
         self.bad_messages = 0
 
     @property
     def worker_id(self) -> str:
         return self._cfg.worker_id
 
-    async def run(self, *, ready: asyncio.Event | None = None) -> None:
-        """Serve until cancelled; ``ready`` is set once subscribed and announced."""
+    def _served_model(self) -> str:
+        return self._cfg.model if self._classifier is None else self._classifier.spec.name
+
+    async def run(
+        self, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
+    ) -> None:
+        """Serve until ``stop`` is set (drain, then return) or cancelled (no drain).
+
+        ``ready`` is set once subscribed and announced.
+        """
         if self._classifier is None:
             # Building a model reads weights from disk: keep it off the loop.
             self._classifier = await asyncio.to_thread(
-                Classifier.by_name, self._cfg.model, self._cfg.device
+                Classifier.by_name, self._cfg.model, self._cfg.device, half=self._cfg.half
             )
         classifier = self._classifier
         client = make_client(
             self._config.broker,
             client_id=self.worker_id,
+            # A burst from many edges lands here before ``_receive`` can answer 'busy';
+            # frames aiomqtt drops are lost silently (the edge falls back at its deadline).
+            max_queued_incoming=max(DEFAULT_INCOMING_QUEUE, 4 * self._cfg.max_queue),
             will=Will(
                 self._topics.worker_status(self.worker_id),
                 self._status(online=False).to_bytes(),
@@ -72,7 +108,10 @@ class CloudWorker:
                 retain=True,
             ),
         )
+        if self._cfg.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self._cfg.metrics_port, self._cfg.metrics_addr)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.worker_id}-infer")
+        self._draining = False
         try:
             async with connect_with_retry(
                 client,
@@ -83,21 +122,17 @@ class CloudWorker:
                     await client.subscribe(self._subscription(), qos=self._cfg.qos)
                     await self._publish_status(client, online=True)
                 logger.info(
-                    "worker %s serving %s (%s) on %s",
+                    "worker %s serving %s (%s%s) on %s",
                     self.worker_id,
                     classifier.spec.name,
                     classifier.device,
+                    ", float16" if classifier.half else "",
                     self._subscription(),
                 )
                 if ready is not None:
                     ready.set()
                 try:
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._receive(client), name="worker-receive")
-                        tg.create_task(
-                            self._batches(client, classifier, executor), name="worker-batches"
-                        )
-                        tg.create_task(self._status_loop(client), name="worker-status")
+                    await self._serve(client, classifier, executor, stop or asyncio.Event())
                 finally:
                     # Runs on cancellation too: tell queued edges to fall back now rather
                     # than at their deadline, and mark ourselves offline (not via the will,
@@ -107,6 +142,55 @@ class CloudWorker:
                             await self._goodbye(client)
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(self.metrics.close)
+
+    async def _serve(
+        self,
+        client: aiomqtt.Client,
+        classifier: Classifier,
+        executor: ThreadPoolExecutor,
+        stop: asyncio.Event,
+    ) -> None:
+        tasks = [
+            asyncio.create_task(self._receive(client), name="worker-receive"),
+            asyncio.create_task(self._batches(client, classifier, executor), name="worker-batches"),
+            asyncio.create_task(self._status_loop(client), name="worker-status"),
+        ]
+        stopping = asyncio.create_task(stop.wait(), name="worker-stop")
+        try:
+            done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopping:
+                    task.result()  # a service task never ends on its own unless it failed
+            await self._drain(client)
+        finally:
+            stopping.cancel()
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, Exception):
+                    logger.error(
+                        "worker %s: %s failed: %r", self.worker_id, task.get_name(), result
+                    )
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        """Stop taking frames and finish the queue, for at most ``drain_timeout_s``."""
+        self._draining = True
+        queued = self._queue.qsize()
+        logger.info("worker %s stopping: draining %d queued frames", self.worker_id, queued)
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.unsubscribe(self._subscription())
+        try:
+            async with asyncio.timeout(self._cfg.drain_timeout_s):
+                await self._queue.join()
+        except TimeoutError:
+            logger.warning(
+                "worker %s: %d frames still queued after %.1f s; answering shutting_down",
+                self.worker_id,
+                self._queue.qsize(),
+                self._cfg.drain_timeout_s,
+            )
 
     def _subscription(self) -> str:
         if self._cfg.shared_subscription:
@@ -120,7 +204,7 @@ class CloudWorker:
             online=online,
             ts=time.time(),
             device=str(classifier.device) if classifier else self._cfg.device,
-            models=(classifier.spec.name,) if classifier else (self._cfg.model,),
+            models=(self._served_model(),),
             queue_depth=self._queue.qsize(),
             queue_capacity=self._cfg.max_queue,
             mean_batch_size=self.stats.mean_batch_size,
@@ -131,6 +215,7 @@ class CloudWorker:
         )
 
     async def _publish_status(self, client: aiomqtt.Client, *, online: bool) -> None:
+        self.metrics.queue_depth.set(self._queue.qsize())
         await client.publish(
             self._topics.worker_status(self.worker_id),
             self._status(online=online).to_bytes(),
@@ -144,9 +229,30 @@ class CloudWorker:
             await self._publish_status(client, online=True)
 
     async def _reply(self, client: aiomqtt.Client, target: ReplyTarget, reply: Reply) -> None:
-        await client.publish(
-            target.topic, reply.to_bytes(), qos=self._cfg.qos, properties=target.properties
+        """Publish ``reply`` in the background; waits only while too many are unacked."""
+        if isinstance(reply, ErrorReply):
+            self.metrics.error(reply.code)
+        else:
+            self.metrics.request("ok")
+        while len(self._sending) >= _MAX_UNACKED_REPLIES:
+            await asyncio.wait(self._sending, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(
+            client.publish(
+                target.topic, reply.to_bytes(), qos=self._cfg.qos, properties=target.properties
+            )
         )
+        self._sending.add(task)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The edge falls back at its deadline; nothing else can be done for it.
+            logger.warning("worker %s: a reply was not delivered: %s", self.worker_id, exc)
+
+    async def _flush_replies(self) -> None:
+        if self._sending:
+            await asyncio.wait(self._sending)
 
     async def _refuse(
         self,
@@ -158,6 +264,7 @@ class CloudWorker:
     ) -> None:
         self.stats.record_rejected()
         if target is None:
+            self.metrics.error(code)
             return
         reply = ErrorReply(
             frame_id=frame_id, worker_id=self.worker_id, code=code, message=message[:1000]
@@ -172,6 +279,7 @@ class CloudWorker:
                 request = FrameRequest.from_bytes(payload_bytes(message))
             except ProtocolError as exc:
                 self.bad_messages += 1
+                self.metrics.bad_message()
                 logger.warning(
                     "worker %s: bad message on %s (%s): %s", self.worker_id, topic, exc.reason, exc
                 )
@@ -191,6 +299,12 @@ class CloudWorker:
             logger.warning(
                 "worker %s: frame %s on %s has nowhere to reply", self.worker_id, fid, topic
             )
+            self.metrics.error(ErrorCode.BAD_REQUEST)
+            return
+        if self._draining:
+            await self._refuse(
+                client, target, ErrorCode.SHUTTING_DOWN, "worker is shutting down", fid
+            )
             return
         topic_edge = self._topics.edge_of_frames_topic(topic)
         if topic_edge != request.edge_id:
@@ -202,7 +316,7 @@ class CloudWorker:
                 fid,
             )
             return
-        served = self._cfg.model if self._classifier is None else self._classifier.spec.name
+        served = self._served_model()
         if request.model != served:
             await self._refuse(
                 client,
@@ -212,8 +326,21 @@ class CloudWorker:
                 fid,
             )
             return
-        if request.deadline_ts <= time.time():
+        now = time.time()
+        if request.deadline_ts <= now:
             await self._refuse(client, target, ErrorCode.EXPIRED, "deadline passed on arrival", fid)
+            return
+        # The frames ahead of this one, and this one, at the recent per-image rate.
+        ready_in_ms = self.stats.estimated_ms(self._queue.qsize() + 1)
+        if request.deadline_ts <= now + ready_in_ms / 1000:
+            await self._refuse(
+                client,
+                target,
+                ErrorCode.EXPIRED,
+                f"the deadline is {(request.deadline_ts - now) * 1000:.0f} ms away and "
+                f"the work queued ahead needs ~{ready_in_ms:.0f} ms",
+                fid,
+            )
             return
         try:
             self._queue.put_nowait(Pending(request, target, time.monotonic()))
@@ -230,42 +357,63 @@ class CloudWorker:
             batch = await next_batch(
                 self._queue, max_batch=self._cfg.max_batch, max_wait_s=self._cfg.max_wait_ms / 1000
             )
-            live = await self._drop_expired(client, batch)
-            if not live:
-                continue
-            future = loop.run_in_executor(executor, process_batch, live, classifier, self.worker_id)
             try:
-                replies = await asyncio.shield(future)
-            except asyncio.CancelledError:
-                # Shutting down mid-batch: the thread finishes anyway, so deliver its
-                # answers instead of letting those edges wait for their deadline.
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(_GOODBYE_TIMEOUT_S):
-                        await self._send_replies(client, await future)
-                raise
-            await self._send_replies(client, replies)
+                live = await self._drop_expired(client, batch)
+                if live:
+                    await self._compute(client, classifier, executor, live, loop)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _compute(
+        self,
+        client: aiomqtt.Client,
+        classifier: Classifier,
+        executor: ThreadPoolExecutor,
+        live: list[Pending],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        started = time.monotonic()
+        future = loop.run_in_executor(executor, process_batch, live, classifier, self.worker_id)
+        try:
+            replies = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # Shutting down mid-batch: the thread finishes anyway, so deliver its
+            # answers instead of letting those edges wait for their deadline.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_GOODBYE_TIMEOUT_S):
+                    await self._send_replies(client, await future)
+            raise
+        compute_s = time.monotonic() - started
+        computed = sum(1 for _, reply in replies if isinstance(reply, Result))
+        if computed:
+            self.stats.record_batch(len(live), compute_s * 1000)
+            self.metrics.batch(computed, compute_s, [started - p.received_mono for p in live])
+        await self._send_replies(client, replies)
 
     async def _send_replies(
         self, client: aiomqtt.Client, replies: list[tuple[ReplyTarget, Reply]]
     ) -> None:
-        results = [r for _, r in replies if not isinstance(r, ErrorReply)]
-        if results:
-            first = results[0]
-            self.stats.record_batch(len(results), first.inference_ms)
-        # Publish the whole batch concurrently: awaiting each QoS 1 PUBACK in turn caps a
-        # worker at a few hundred frames/s.
-        await asyncio.gather(*(self._reply(client, target, reply) for target, reply in replies))
+        # Hand the whole batch to the broker at once: awaiting each QoS 1 PUBACK in turn
+        # caps a worker at a few hundred frames/s.
+        for target, reply in replies:
+            await self._reply(client, target, reply)
 
     async def _drop_expired(self, client: aiomqtt.Client, batch: list[Pending]) -> list[Pending]:
+        """The requests of ``batch`` that can still be answered in time; the rest are
+        answered ``expired`` without being computed."""
         now = time.time()
-        live = [p for p in batch if p.request.deadline_ts > now]
+        finish = now + self.stats.estimated_ms(len(batch)) / 1000
+        live = [p for p in batch if p.request.deadline_ts > finish]
         for p in batch:
-            if p.request.deadline_ts <= now:
+            if p.request.deadline_ts <= finish:
                 await self._refuse(
                     client,
                     p.target,
                     ErrorCode.EXPIRED,
-                    "deadline passed in queue",
+                    "deadline passed in the queue"
+                    if p.request.deadline_ts <= now
+                    else "deadline would pass before this batch finishes",
                     p.request.frame_id,
                 )
         return live
@@ -276,6 +424,7 @@ class CloudWorker:
                 pending = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 break
+            self._queue.task_done()
             await self._refuse(
                 client,
                 pending.target,
@@ -283,5 +432,6 @@ class CloudWorker:
                 "worker is shutting down",
                 pending.request.frame_id,
             )
+        await self._flush_replies()
         await self._publish_status(client, online=False)
         logger.info("worker %s offline", self.worker_id)

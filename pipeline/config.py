@@ -201,6 +201,14 @@ class WorkerConfig:
     max_wait_ms: float = 5.0
     max_queue: int = 256
     status_interval_s: float = 1.0
+    half: bool = False  # float16 inference (CUDA only)
+    # Prometheus endpoint: None = off, 0 = any free port. Loopback by default; set
+    # metrics_addr = "0.0.0.0" for a scraper on another host.
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
+    # On SIGINT/SIGTERM, finish queued frames for at most this long before answering
+    # the rest ``shutting_down``.
+    drain_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         validate_level(self.worker_id, "worker.worker_id")
@@ -215,6 +223,15 @@ class WorkerConfig:
         )
         if self.max_wait_ms < 0:
             raise ConfigError("worker.max_wait_ms must be >= 0", key="worker.max_wait_ms")
+        if self.drain_timeout_s < 0:
+            raise ConfigError("worker.drain_timeout_s must be >= 0", key="worker.drain_timeout_s")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError("worker.metrics_port must be 0-65535", key="worker.metrics_port")
+        if self.half and self.device == "cpu":
+            raise ConfigError(
+                "worker.half needs worker.device = cuda or auto (float16 is slower on a CPU)",
+                key="worker.half",
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -32,8 +32,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_INCOMING_QUEUE = 1000
-"""Last-resort bound on aiomqtt's own queue; components drain it into their own
-bounded queues and answer 'busy' long before this fills."""
+"""Last-resort bound on aiomqtt's own queue, which drops (with a warning) what does not
+fit. Components drain it into their own bounded queues and answer 'busy'; but paho
+reads a burst from the socket in one go, before the draining coroutine runs, so a
+component sizes it to the bursts it expects (the worker: 4x its own queue)."""
 
 
 def make_client(

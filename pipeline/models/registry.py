@@ -15,6 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from pipeline.errors import ModelError
+from pipeline.models.early_exit import EarlyExitResNet
 from pipeline.models.imagenet import (
     EFFICIENTNET_LITE,
     EFFICIENTNET_LITE_MEAN,
@@ -41,6 +42,9 @@ class ModelSpec:
     labels: tuple[str, ...]
     build: Callable[[], nn.Module]  # returns the model with its weights, in eval mode
     metadata: dict[str, object] = field(default_factory=dict)
+    # Early-exit models also give the whole network, so a worker can continue from an
+    # edge's intermediate tensor at any split point; None for single-exit models.
+    build_early_exit: Callable[[], EarlyExitResNet] | None = None
 
     @property
     def channels(self) -> int:
@@ -50,9 +54,12 @@ class ModelSpec:
 def _early_exit_trained(name: str, models_dir: Path | None) -> ModelSpec:
     manifest = read_manifest(name, models_dir=models_dir)
 
-    def build() -> nn.Module:
+    def build_network() -> EarlyExitResNet:
         network, _ = load_early_exit(name, models_dir=models_dir)
-        return network.final_exit().eval()
+        return network.eval()
+
+    def build() -> nn.Module:
+        return build_network().final_exit().eval()
 
     size = manifest.config.input_size
     return ModelSpec(
@@ -63,6 +70,7 @@ def _early_exit_trained(name: str, models_dir: Path | None) -> ModelSpec:
         std=manifest.std,
         labels=manifest.labels,
         build=build,
+        build_early_exit=build_network,
         metadata={
             "exit_accuracy": manifest.exit_accuracy,
             "test_images": manifest.test_images,

@@ -1,0 +1,110 @@
+"""Prometheus metrics of a worker, named after NVIDIA Triton's so dashboards carry over.
+
+Triton                                   camoffload
+nv_inference_request_success/failure     camoffload_worker_requests_total{outcome}
+nv_inference_count                       camoffload_worker_inferences_total
+nv_inference_exec_count                  camoffload_worker_batches_total
+nv_inference_queue_duration_us           camoffload_worker_queue_duration_seconds
+nv_inference_compute_infer_duration_us   camoffload_worker_compute_duration_seconds
+
+Average batch size = rate(inferences_total) / rate(batches_total). Each worker has its
+own registry, so two workers in one process (tests, benchmarks) never share counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from pipeline.protocol import ErrorCode
+
+__all__ = ["WorkerMetrics"]
+
+logger = logging.getLogger(__name__)
+
+# Seconds; from sub-millisecond batches of a small model to multi-second queues.
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class WorkerMetrics:
+    """Counters and histograms for one worker, and the endpoint that serves them."""
+
+    def __init__(self, worker_id: str, model: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = {"worker": worker_id, "model": model}
+        names = list(labels)
+
+        def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, [*names, *extra], registry=self.registry)
+
+        self._requests = counter(
+            "camoffload_worker_requests",
+            "Frame requests by outcome: ok, expired, busy, error (bad_request, unknown_model, "
+            "shutting_down, internal)",
+            ("outcome",),
+        )
+        self._errors = counter("camoffload_worker_errors", "Error replies by code", ("code",))
+        self._inferences = counter(
+            "camoffload_worker_inferences", "Images (or tensors) the model computed"
+        ).labels(**labels)
+        self._batches = counter(
+            "camoffload_worker_batches", "Batches executed (forward passes)"
+        ).labels(**labels)
+        self._bad_messages = counter(
+            "camoffload_worker_bad_messages", "Messages that were not a valid frame request"
+        ).labels(**labels)
+        self._queue = Histogram(
+            "camoffload_worker_queue_duration_seconds",
+            "Time a request waited in the queue before its batch started",
+            names,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        ).labels(**labels)
+        self._compute = Histogram(
+            "camoffload_worker_compute_duration_seconds",
+            "Wall time of one batch in the inference thread (decode + inference)",
+            names,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        ).labels(**labels)
+        self.queue_depth = Gauge(
+            "camoffload_worker_queue_depth", "Requests waiting", names, registry=self.registry
+        ).labels(**labels)
+        self._labels = labels
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def request(self, outcome: str) -> None:
+        self._requests.labels(**self._labels, outcome=outcome).inc()
+
+    def error(self, code: ErrorCode) -> None:
+        """One error reply (or a refusal with nowhere to reply)."""
+        outcome = code.value if code in (ErrorCode.EXPIRED, ErrorCode.BUSY) else "error"
+        self.request(outcome)
+        self._errors.labels(**self._labels, code=code.value).inc()
+
+    def bad_message(self) -> None:
+        self._bad_messages.inc()
+
+    def batch(self, size: int, compute_s: float, queue_s: list[float]) -> None:
+        self._batches.inc()
+        self._inferences.inc(size)
+        self._compute.observe(compute_s)
+        for wait in queue_s:
+            self._queue.observe(wait)
+
+    def serve(self, port: int, addr: str) -> int:
+        """Start the HTTP endpoint (a daemon thread); returns the bound port."""
+        self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
+        bound = int(self._server.server_port)
+        logger.info("metrics on http://%s:%d/metrics", addr, bound)
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
