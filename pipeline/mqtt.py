@@ -38,6 +38,10 @@ reads a burst from the socket in one go, before the draining coroutine runs, so 
 component sizes it to the bursts it expects (the worker: 4x its own queue)."""
 
 
+PENDING_PUBLISH_WARNING = 4096
+"""Unacknowledged publishes past which aiomqtt logs a warning (its default is 10)."""
+
+
 def make_client(
     broker: BrokerConfig,
     *,
@@ -51,7 +55,7 @@ def make_client(
         tls_params = TLSParameters(
             ca_certs=broker.ca_file, certfile=broker.cert_file, keyfile=broker.key_file
         )
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         broker.host,
         broker.port,
         identifier=client_id,
@@ -65,6 +69,11 @@ def make_client(
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         timeout=10,
     )
+    # aiomqtt warns on every publish past 10 unacknowledged ones. Our components bound
+    # their own (an edge's frames in flight, a worker's background replies), so the
+    # warning would only fire, once per message, under the load they are built for.
+    client.pending_calls_threshold = PENDING_PUBLISH_WARNING
+    return client
 
 
 def payload_bytes(message: aiomqtt.Message) -> bytes | bytearray:

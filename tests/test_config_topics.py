@@ -47,6 +47,9 @@ def test_layers_file_env_cli_later_wins(tmp_path: Path) -> None:
         (["worker.shared_subscription=maybe"], "worker.shared_subscription"),
         (["broker.password=hunter2"], "broker.password"),
         (["prefix=$SYS"], "prefix"),
+        (["worker.half=true"], "worker.half"),  # float16 on the default CPU device
+        (["worker.metrics_port=70000"], "worker.metrics_port"),
+        (["worker.drain_timeout_s=-1"], "worker.drain_timeout_s"),
     ],
 )
 def test_invalid_settings_name_the_key(overrides: list[str], key: str) -> None:

@@ -1,0 +1,77 @@
+"""The worker's parts without a broker: its latency estimate, the staging buffers, the
+classifier's split points and precision, and the command line's worker flags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from camoffload.cli import _load as load_from_args
+from camoffload.cli import build_parser
+from cloud_worker.stats import WorkerStats
+from pipeline.errors import ModelError
+from pipeline.inference import Classifier
+from pipeline.staging import HostStaging
+
+
+def test_the_latency_estimate_follows_recent_batches() -> None:
+    stats = WorkerStats()
+    assert stats.estimated_ms(10) == 0  # no evidence yet: compute, do not guess
+    stats.record_batch(4, 40.0)  # 10 ms per frame
+    assert stats.estimated_ms(3) == pytest.approx(30.0)
+    stats.record_batch(4, 8.0)  # 2 ms per frame: the EWMA moves a fifth of the way
+    assert stats.latency_ms_per_image == pytest.approx(0.2 * 2 + 0.8 * 10)
+    assert stats.frames_done == 8
+
+
+def test_staging_buffers_are_reused_and_grow_on_demand() -> None:
+    staging = HostStaging(torch.device("cpu"))
+    small, small_np = staging.array((2, 3), torch.uint8)
+    small_np[:] = 7
+    assert small.sum().item() == 42  # the NumPy view writes the tensor's memory
+    again = staging.buffer((1, 3), torch.uint8)
+    assert again.data_ptr() == small.data_ptr()  # reused, no new allocation
+    large = staging.buffer((64, 3), torch.uint8)
+    assert large.shape == (64, 3)
+    assert staging.buffer((4, 3), torch.float32).dtype == torch.float32
+
+
+def test_split_points_of_an_early_exit_model_and_none_for_others() -> None:
+    fmnist = Classifier.by_name("fmnist_exit_resnet")
+    assert fmnist.split_points == (1, 2, 3, 4)
+    assert fmnist.activation_shape(3) == (192, 7, 7)
+    with pytest.raises(ModelError, match="not 7"):
+        fmnist.activation_shape(7)
+    lite = Classifier.by_name("efficientnet_lite0")
+    assert lite.split_points == ()
+    with pytest.raises(ModelError, match="has no split points"):
+        lite.activation_shape(1)
+
+
+def test_half_precision_is_refused_on_the_cpu() -> None:
+    with pytest.raises(ModelError, match="needs a CUDA device"):
+        Classifier.by_name("fmnist_exit_resnet", "cpu", half=True)
+
+
+def test_input_tensors_and_images_agree() -> None:
+    classifier = Classifier.by_name("fmnist_exit_resnet")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (28, 28, 1), dtype=np.uint8) for _ in range(4)]
+    tensors = list(classifier.preprocess(images).numpy())
+    by_image = classifier.predict(images)
+    by_tensor = classifier.predict_inputs(tensors)
+    assert [p.label for p in by_image] == [p.label for p in by_tensor]
+    for a, b in zip(by_image, by_tensor, strict=True):
+        assert a.topk_scores == pytest.approx(b.topk_scores, abs=1e-5)
+
+
+def test_worker_flags_become_settings() -> None:
+    args = build_parser().parse_args(
+        ["worker", "--model", "fmnist_exit_resnet", "--max-batch", "64", "--max-wait-ms",
+         "2.5", "--metrics-port", "0", "--worker-id", "w7", "--device", "auto"]
+    )  # fmt: skip
+    worker = load_from_args(args).worker
+    assert (worker.model, worker.max_batch, worker.max_wait_ms) == ("fmnist_exit_resnet", 64, 2.5)
+    assert (worker.metrics_port, worker.worker_id, worker.device) == (0, "w7", "auto")
+    assert worker.half is False
