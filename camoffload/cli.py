@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from camoffload import __version__
 from camoffload.broker_commands import add_broker_command, run_broker_command
+from camoffload.ledger_commands import add_ledger_command, run_ledger_command
 from camoffload.lifecycle import run_with_signals
 from camoffload.model_commands import add_model_commands, run_profile, run_train
 from camoffload.report import format_summary
@@ -63,7 +64,23 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-_WORKER_FLAGS = {
+def _edge_options(parser: argparse.ArgumentParser) -> None:
+    """Shorthands for the edge settings people change most (each is a --set too)."""
+    group = parser.add_argument_group("edge")
+    group.add_argument("--edge-id", help="edge.edge_id (also its MQTT client id)")
+    group.add_argument("--model", dest="cloud_model", help="edge.model: the cloud model to ask")
+    group.add_argument("--local-model", help="edge.local_model, e.g. fmnist_exit_resnet")
+    group.add_argument(
+        "--policy", choices=["cloud-only", "local-only", "threshold"], help="edge.policy"
+    )
+    group.add_argument("--threshold", type=float, help="edge.confidence_threshold")
+    group.add_argument("--payload", choices=["jpeg", "raw", "tensor"], help="edge.payload")
+    group.add_argument("--rate", help="edge.rate: real, max or frames/s")
+    group.add_argument("--deadline-ms", type=float, help="edge.deadline_ms")
+    group.add_argument("--ledger", help="edge.ledger_path (SQLite)")
+
+
+_FLAG_SETTINGS = {
     "worker_id": "worker.worker_id",
     "model": "worker.model",
     "device": "worker.device",
@@ -72,6 +89,15 @@ _WORKER_FLAGS = {
     "max_wait_ms": "worker.max_wait_ms",
     "max_queue": "worker.max_queue",
     "metrics_port": "worker.metrics_port",
+    "edge_id": "edge.edge_id",
+    "cloud_model": "edge.model",
+    "local_model": "edge.local_model",
+    "policy": "edge.policy",
+    "threshold": "edge.confidence_threshold",
+    "payload": "edge.payload",
+    "rate": "edge.rate",
+    "deadline_ms": "edge.deadline_ms",
+    "ledger": "edge.ledger_path",
 }
 
 
@@ -91,8 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("edge", help="run an edge node on a camera, stream, video or folder")
     _common(p)
-    p.add_argument("source", help="camera index (0), rtsp://... URL, video file or image folder")
+    where = p.add_mutually_exclusive_group(required=True)
+    sources = "camera index (0), rtsp://... URL, video file, image folder or fashion-mnist[:test]"
+    where.add_argument("source", nargs="?", help=sources)
+    where.add_argument("--source", dest="source_option", help="the same, as an option")
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
+    p.add_argument("--quiet", action="store_true", help="no live status line")
+    _edge_options(p)
 
     p = sub.add_parser("demo", help="broker + worker + edge replaying a video, then a summary")
     _common(p)
@@ -105,12 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="local broker to start when --broker is not given (auto: mosquitto if installed)",
     )
     add_model_commands(sub)
+    add_ledger_command(sub)
     return parser
 
 
 def _load(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides)
-    for flag, key in _WORKER_FLAGS.items():
+    for flag, key in _FLAG_SETTINGS.items():
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -144,16 +176,26 @@ def _cmd_worker(config: Config) -> int:
 def _cmd_edge(config: Config, args: argparse.Namespace) -> int:
     from edge_node import EdgeNode, Ledger, open_source
 
+    spec = args.source or args.source_option
+
+    def status_line(line: str) -> None:
+        # One line, rewritten in place on a terminal; plain lines when piped.
+        if sys.stderr.isatty():
+            print(f"\r\x1b[K{line}", end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
     async def main(stop: asyncio.Event) -> int:
-        source = await asyncio.to_thread(open_source, args.source)
+        source = await asyncio.to_thread(open_source, spec)
         ledger = Ledger(config.edge.ledger_path)
         try:
-            summary = await EdgeNode(config, source, ledger).run(max_frames=args.frames, stop=stop)
+            node = EdgeNode(config, source, ledger, on_status=None if args.quiet else status_line)
+            summary = await node.run(max_frames=args.frames, stop=stop)
         finally:
             ledger.close()
-        print(
-            format_summary(summary, title=f"camoffload edge {config.edge.edge_id}: {args.source}")
-        )
+        if not args.quiet and sys.stderr.isatty():
+            print(file=sys.stderr)
+        print(format_summary(summary, title=f"camoffload edge {config.edge.edge_id}: {spec}"))
         return 0
 
     return run_with_signals(main)
@@ -201,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_train(args, argv)
         if args.command == "profile":
             return run_profile(args)
+        if args.command == "ledger":
+            return run_ledger_command(args)
         config = _load(args)
         if args.validate_config:
             _print_config(config)

@@ -13,6 +13,7 @@ from cloud_worker import CloudWorker
 from edge_node import EdgeNode, FrameSource, Ledger, LedgerSummary, open_source
 from pipeline.config import Config
 from pipeline.errors import CamoffloadError, SourceError
+from pipeline.tasks import cancel_and_wait
 
 __all__ = ["DemoOutcome", "default_video", "run_demo"]
 
@@ -109,5 +110,5 @@ async def _run_pair(
             raise CamoffloadError("the worker stopped before it was ready")
         edge = EdgeNode(config, frame_source, ledger)
         summary = await edge.run(max_frames=frames, stop=stop)
-        worker_task.cancel()
+        await cancel_and_wait([worker_task])
     return summary

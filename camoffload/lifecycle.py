@@ -1,8 +1,15 @@
-"""Running a component until SIGINT/SIGTERM: first signal stops gracefully, second aborts."""
+"""Running a component until SIGINT/SIGTERM: first signal stops gracefully, second aborts.
+
+SIGUSR1 dumps every thread's stack to stderr (``kill -USR1 PID``), for a process that
+seems stuck: it costs nothing until sent.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import faulthandler
+import io
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -18,6 +25,11 @@ T = TypeVar("T")
 def run_with_signals(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
     """``asyncio.run(main(stop))``; ``stop`` is set by the first SIGINT/SIGTERM and the
     main task is cancelled by the second (for a shutdown that hangs)."""
+
+    if hasattr(signal, "SIGUSR1"):
+        # Needs a real stderr file descriptor; under a test runner's capture there is none.
+        with contextlib.suppress(io.UnsupportedOperation, AttributeError, ValueError):
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     async def runner() -> T:
         loop = asyncio.get_running_loop()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,7 +37,7 @@ from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.processing import Pending, process_batch
 from cloud_worker.stats import WorkerStats
 from pipeline.config import Config
-from pipeline.errors import ProtocolError
+from pipeline.errors import ProtocolError, TransportError
 from pipeline.inference import Classifier
 from pipeline.mqtt import (
     DEFAULT_INCOMING_QUEUE,
@@ -46,6 +47,7 @@ from pipeline.mqtt import (
     translate_mqtt_errors,
 )
 from pipeline.protocol import ErrorCode, ErrorReply, FrameRequest, Reply, Result, WorkerStatus
+from pipeline.tasks import cancel_and_wait
 from pipeline.topics import ReplyTarget, reply_target
 
 __all__ = ["CloudWorker"]
@@ -69,6 +71,7 @@ class CloudWorker:
         self._classifier = classifier
         self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=self._cfg.max_queue)
         self._draining = False
+        self._connected_once = False
         self._sending: set[asyncio.Task[None]] = set()
         self.stats = WorkerStats()
         self.metrics = WorkerMetrics(self._cfg.worker_id, self._served_model())
@@ -95,6 +98,40 @@ class CloudWorker:
                 Classifier.by_name, self._cfg.model, self._cfg.device, half=self._cfg.half
             )
         classifier = self._classifier
+        if self._cfg.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self._cfg.metrics_port, self._cfg.metrics_addr)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.worker_id}-infer")
+        self._draining = False
+        stop = stop or asyncio.Event()
+        # The first connection must come within connect_timeout_s (a wrong address is a
+        # clear error); after that a lost broker is waited for as long as it takes.
+        give_up_after_s = self._config.broker.connect_timeout_s
+        try:
+            while True:
+                try:
+                    await self._session(classifier, executor, stop, ready, give_up_after_s)
+                except (aiomqtt.MqttError, TransportError) as exc:
+                    if not self._connected_once:
+                        raise
+                    give_up_after_s = math.inf
+                    logger.warning(
+                        "worker %s: lost the broker (%s); reconnecting", self.worker_id, exc
+                    )
+                else:
+                    return
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(self.metrics.close)
+
+    async def _session(
+        self,
+        classifier: Classifier,
+        executor: ThreadPoolExecutor,
+        stop: asyncio.Event,
+        ready: asyncio.Event | None,
+        give_up_after_s: float,
+    ) -> None:
+        """One broker connection: subscribe, announce, serve until stopped or lost."""
         client = make_client(
             self._config.broker,
             client_id=self.worker_id,
@@ -108,41 +145,32 @@ class CloudWorker:
                 retain=True,
             ),
         )
-        if self._cfg.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(self._cfg.metrics_port, self._cfg.metrics_addr)
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.worker_id}-infer")
-        self._draining = False
-        try:
-            async with connect_with_retry(
-                client,
-                what=f"worker {self.worker_id}",
-                give_up_after_s=self._config.broker.connect_timeout_s,
-            ):
-                with translate_mqtt_errors(f"worker {self.worker_id}"):
-                    await client.subscribe(self._subscription(), qos=self._cfg.qos)
-                    await self._publish_status(client, online=True)
-                logger.info(
-                    "worker %s serving %s (%s%s) on %s",
-                    self.worker_id,
-                    classifier.spec.name,
-                    classifier.device,
-                    ", float16" if classifier.half else "",
-                    self._subscription(),
-                )
-                if ready is not None:
-                    ready.set()
-                try:
-                    await self._serve(client, classifier, executor, stop or asyncio.Event())
-                finally:
-                    # Runs on cancellation too: tell queued edges to fall back now rather
-                    # than at their deadline, and mark ourselves offline (not via the will,
-                    # which the broker only sends on an unclean disconnect).
-                    with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                        async with asyncio.timeout(_GOODBYE_TIMEOUT_S):
-                            await self._goodbye(client)
-        finally:
-            executor.shutdown(wait=False, cancel_futures=True)
-            await asyncio.to_thread(self.metrics.close)
+        async with connect_with_retry(
+            client, what=f"worker {self.worker_id}", give_up_after_s=give_up_after_s
+        ):
+            with translate_mqtt_errors(f"worker {self.worker_id}"):
+                await client.subscribe(self._subscription(), qos=self._cfg.qos)
+                await self._publish_status(client, online=True)
+            logger.info(
+                "worker %s serving %s (%s%s) on %s",
+                self.worker_id,
+                classifier.spec.name,
+                classifier.device,
+                ", float16" if classifier.half else "",
+                self._subscription(),
+            )
+            self._connected_once = True
+            if ready is not None:
+                ready.set()
+            try:
+                await self._serve(client, classifier, executor, stop)
+            finally:
+                # Runs on cancellation too: tell queued edges to fall back now rather
+                # than at their deadline, and mark ourselves offline (not via the will,
+                # which the broker only sends on an unclean disconnect).
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    async with asyncio.timeout(_GOODBYE_TIMEOUT_S):
+                        await self._goodbye(client)
 
     async def _serve(
         self,
@@ -164,14 +192,11 @@ class CloudWorker:
                     task.result()  # a service task never ends on its own unless it failed
             await self._drain(client)
         finally:
-            stopping.cancel()
+            await cancel_and_wait([stopping, *tasks])
             for task in tasks:
-                task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for result in results:
-                if isinstance(result, Exception):
+                if not task.cancelled() and (failure := task.exception()) is not None:
                     logger.error(
-                        "worker %s: %s failed: %r", self.worker_id, task.get_name(), result
+                        "worker %s: %s failed: %r", self.worker_id, task.get_name(), failure
                     )
 
     async def _drain(self, client: aiomqtt.Client) -> None:

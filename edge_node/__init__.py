@@ -1,10 +1,21 @@
-"""The edge node: capture, offload over MQTT, one final decision per frame."""
+"""The edge node: capture, gate, classify locally, offload over MQTT, one final decision
+per frame."""
 
-from edge_node.ledger import Ledger, LedgerCounts, LedgerError, LedgerSummary
+from edge_node.ledger import (
+    Ledger,
+    LedgerCounts,
+    LedgerError,
+    LedgerSummary,
+    RunInfo,
+    list_runs,
+    summarize_ledger_file,
+)
+from edge_node.local_model import LocalModel, LocalOutput
 from edge_node.node import EdgeNode
 from edge_node.pacing import Pacer, frames_per_second
 from edge_node.sources import (
     CapturedFrame,
+    DatasetSource,
     FrameSource,
     ImageFolderSource,
     VideoSource,
@@ -13,6 +24,7 @@ from edge_node.sources import (
 
 __all__ = [
     "CapturedFrame",
+    "DatasetSource",
     "EdgeNode",
     "FrameSource",
     "ImageFolderSource",
@@ -20,8 +32,13 @@ __all__ = [
     "LedgerCounts",
     "LedgerError",
     "LedgerSummary",
+    "LocalModel",
+    "LocalOutput",
     "Pacer",
+    "RunInfo",
     "VideoSource",
     "frames_per_second",
+    "list_runs",
     "open_source",
+    "summarize_ledger_file",
 ]

@@ -1,34 +1,49 @@
-"""The edge node: capture frames, offload them over MQTT, decide each exactly once.
+"""The edge node: capture, gate, classify locally, offload some frames, decide each once.
 
-Tasks (one TaskGroup)::
+Tasks::
 
-    capture   source -> (in-flight slot) -> one offload task per frame
-    replies   results topic -> the waiting frame's future
-    status    retained edge status every second
+    capture   source -> motion gate -> local model -> policy -> local decision,
+              or (in-flight slot) -> one offload task per frame
+    link      connect, subscribe, route replies and worker status; on a lost
+              connection fail the frames in flight over to local decisions and
+              reconnect with jittered backoff, while capture goes on
+    status    retained edge status (and the console line) every status interval
 
-A frame's final decision is ``cloud`` when a result arrives before its deadline and a
-local fallback otherwise (timeout, busy, error). Until the models issue gives the
-edge a local model, the fallback carries no label.
+Every captured frame ends in exactly one ledger decision (see ``pipeline.protocol.
+Decision``): ``skipped`` (no motion), ``local`` (the policy kept it, or offloading was
+held back: workers busy, broker unreachable, in-flight limit), ``cloud``, one of the
+``local-after-*`` fallbacks (carrying the local model's answer), or ``dropped`` (a live
+source outran a node with no local model).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import secrets
 import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 
 import aiomqtt
 from aiomqtt import Will
 
+from edge_node.backpressure import OffloadGovernor
+from edge_node.homeassistant import discovery_messages, ha_state_topic, state_payload
 from edge_node.ledger import Ledger, LedgerSummary
+from edge_node.local_model import LocalModel, LocalOutput
+from edge_node.metrics import EdgeMetrics
+from edge_node.motion import MotionGate, load_mask
 from edge_node.pacing import Pacer, frames_per_second
+from edge_node.policies import Route, make_policy
 from edge_node.sources import CapturedFrame, FrameSource
+from edge_node.stats import EdgeStats, format_status_line
 from pipeline.codecs import encode_jpeg
 from pipeline.config import Config
-from pipeline.errors import CodecError, ProtocolError
-from pipeline.mqtt import connect_with_retry, make_client, payload_bytes, translate_mqtt_errors
+from pipeline.errors import BrokerError, CodecError, ModelError, ProtocolError
+from pipeline.mqtt import backoff_delays, make_client, payload_bytes
 from pipeline.protocol import (
     Decision,
     EdgeStatus,
@@ -39,8 +54,10 @@ from pipeline.protocol import (
     Reply,
     Result,
     TensorDType,
+    WorkerStatus,
     decode_reply,
 )
+from pipeline.tasks import cancel_and_wait
 from pipeline.topics import request_properties
 
 __all__ = ["EdgeNode"]
@@ -48,6 +65,38 @@ __all__ = ["EdgeNode"]
 logger = logging.getLogger(__name__)
 
 _BUSY_CODES = frozenset({ErrorCode.BUSY, ErrorCode.SHUTTING_DOWN})
+
+
+class _LinkLostError(Exception):
+    """The broker connection dropped while a frame waited for its reply."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """A frame's final decision and what goes with it into the ledger and the event."""
+
+    decision: Decision
+    label: int | None = None
+    confidence: float | None = None
+    model: str | None = None
+    bytes_sent: int = 0
+    rtt_ms: float | None = None
+    detail: str | None = None
+
+
+def _fallback(
+    decision: Decision, local: LocalOutput | None, local_name: str | None, **fields: object
+) -> _Outcome:
+    """``decision`` carrying the local model's answer, when the edge has one."""
+    if local is None:
+        return _Outcome(decision, **fields)  # type: ignore[arg-type]
+    return _Outcome(
+        decision,
+        label=local.label,
+        confidence=local.confidence,
+        model=local_name,
+        **fields,  # type: ignore[arg-type]
+    )
 
 
 def _decision_for(reply: Reply) -> Decision:
@@ -61,18 +110,38 @@ def _decision_for(reply: Reply) -> Decision:
 
 
 class EdgeNode:
-    def __init__(self, config: Config, source: FrameSource, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        config: Config,
+        source: FrameSource,
+        ledger: Ledger,
+        *,
+        local_model: LocalModel | None = None,
+        on_status: Callable[[str], None] | None = None,
+    ) -> None:
         self._config = config
         self._cfg = config.edge
         self._topics = config.topics
         self._source = source
         self.ledger = ledger
+        self._local = local_model
+        self._policy = make_policy(
+            self._cfg.policy, confidence_threshold=self._cfg.confidence_threshold
+        )
+        self._motion: MotionGate | None = None
+        self._on_status = on_status
         self._mqtt5 = config.broker.protocol == "5"
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._slots = asyncio.Semaphore(self._cfg.max_in_flight)
         self._run_token = secrets.token_hex(4)  # frame ids stay unique across restarts
+        self._client: aiomqtt.Client | None = None
+        self.governor = OffloadGovernor()
+        self.stats = EdgeStats()
+        self.metrics = EdgeMetrics(self.edge_id)
+        self.metrics_port: int | None = None  # bound port once the endpoint is up
         self.bad_replies = 0
         self.late_replies = 0
+        self.reconnects = 0
 
     @property
     def edge_id(self) -> str:
@@ -82,8 +151,62 @@ class EdgeNode:
         self, *, max_frames: int | None = None, stop: asyncio.Event | None = None
     ) -> LedgerSummary:
         """Capture until the source ends, ``max_frames`` or ``stop``; then let every
-        frame in flight reach its decision and return the ledger's summary."""
-        client = make_client(
+        frame in flight reach its decision and return the ledger's summary.
+
+        The broker must be reachable at start (within ``broker.connect_timeout_s``) so a
+        wrong address is a clear error; after that, outages are ridden out locally.
+        """
+        await self._load_local_model()
+        if self._cfg.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self._cfg.metrics_port, self._cfg.metrics_addr)
+        connected = asyncio.Event()
+        link = asyncio.create_task(self._link(connected), name="edge-link")
+        try:
+            await self._wait_first_connection(link, connected)
+            status = asyncio.create_task(self._status_loop(), name="edge-status")
+            try:
+                await self._capture(max_frames, stop)
+            finally:
+                await cancel_and_wait([status])
+            await self._publish_status(online=False)
+        finally:
+            await cancel_and_wait([link])
+            await asyncio.to_thread(self.metrics.close)
+        return self.ledger.summary()
+
+    async def _load_local_model(self) -> None:
+        cfg = self._cfg
+        if self._local is None and cfg.local_model is not None:
+            # Reading weights and building the model is slow: keep it off the loop.
+            self._local = await asyncio.to_thread(LocalModel, cfg.local_model, split=cfg.split)
+        if self._policy.needs_local_model and self._local is None:
+            raise ModelError(f"policy {self._policy.name!r} needs a local model")
+        if cfg.payload == "tensor" and (self._local is None or not self._local.can_send_tensors):
+            raise ModelError(
+                "payload 'tensor' needs an early-exit local model (e.g. fmnist_exit_resnet)"
+            )
+
+    async def _wait_first_connection(
+        self, link: asyncio.Task[None], connected: asyncio.Event
+    ) -> None:
+        waiter = asyncio.create_task(connected.wait())
+        timeout = self._config.broker.connect_timeout_s
+        try:
+            await asyncio.wait({waiter, link}, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            waiter.cancel()
+        if link.done():
+            link.result()  # raises what ended it
+        if not connected.is_set():
+            raise BrokerError(
+                f"edge {self.edge_id}: cannot connect to the broker at {self._config.broker.url} "
+                f"within {timeout:g} s"
+            )
+
+    # -- the broker connection -----------------------------------------------------
+
+    def _make_client(self) -> aiomqtt.Client:
+        return make_client(
             self._config.broker,
             client_id=self.edge_id,
             will=Will(
@@ -93,29 +216,92 @@ class EdgeNode:
                 retain=True,
             ),
         )
-        async with connect_with_retry(
-            client,
-            what=f"edge {self.edge_id}",
-            give_up_after_s=self._config.broker.connect_timeout_s,
-        ):
-            with translate_mqtt_errors(f"edge {self.edge_id}"):
-                await client.subscribe(self._topics.results(self.edge_id), qos=self._cfg.qos)
-                await self._publish_status(client, online=True)
-            async with asyncio.TaskGroup() as tg:
-                replies = tg.create_task(self._route_replies(client), name="edge-replies")
-                status = tg.create_task(self._status_loop(client), name="edge-status")
-                try:
-                    await self._capture(client, max_frames, stop)
-                finally:
-                    replies.cancel()
-                    status.cancel()
-            with contextlib.suppress(aiomqtt.MqttError):
-                await self._publish_status(client, online=False)
-        return self.ledger.summary()
 
-    async def _capture(
-        self, client: aiomqtt.Client, max_frames: int | None, stop: asyncio.Event | None
-    ) -> None:
+    async def _link(self, connected: asyncio.Event) -> None:
+        delays = backoff_delays()
+        while True:
+            client = self._make_client()
+            try:
+                async with client:
+                    await client.subscribe(self._topics.results(self.edge_id), qos=self._cfg.qos)
+                    await client.subscribe(self._topics.worker_status_filter, qos=0)
+                    self._client = client
+                    if connected.is_set():
+                        self.reconnects += 1
+                        logger.warning("edge %s: reconnected to the broker", self.edge_id)
+                    connected.set()
+                    delays = backoff_delays()
+                    await self._publish_status(online=True)
+                    if self._cfg.homeassistant:
+                        await self._announce_to_home_assistant(client)
+                    await self._route_messages(client)
+            except aiomqtt.MqttError as exc:
+                if connected.is_set():
+                    logger.warning(
+                        "edge %s: broker connection lost (%s); deciding locally, reconnecting",
+                        self.edge_id,
+                        exc,
+                    )
+                else:
+                    logger.info("edge %s: broker not reachable yet: %s", self.edge_id, exc)
+            finally:
+                self._client = None
+                self._fail_pending("the broker connection was lost")
+            await asyncio.sleep(next(delays))
+
+    def _fail_pending(self, why: str) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(_LinkLostError(why))
+
+    async def _route_messages(self, client: aiomqtt.Client) -> None:
+        status_prefix = self._topics.worker_status_filter[:-1]  # ".../status/workers/"
+        async for message in client.messages:
+            if message.topic.value.startswith(status_prefix):
+                self._on_worker_status(message)
+            else:
+                self._on_reply(message)
+
+    def _on_worker_status(self, message: aiomqtt.Message) -> None:
+        try:
+            status = WorkerStatus.from_bytes(payload_bytes(message))
+        except ProtocolError as exc:
+            logger.warning("edge %s: bad worker status on %s: %s", self.edge_id, message.topic, exc)
+            return
+        self.governor.on_worker_status(status)
+
+    def _on_reply(self, message: aiomqtt.Message) -> None:
+        try:
+            reply = decode_reply(payload_bytes(message))
+        except ProtocolError as exc:
+            self.bad_replies += 1
+            logger.warning("edge %s: bad reply on %s: %s", self.edge_id, message.topic, exc)
+            return
+        correlation = _correlation_id(message)
+        if reply.frame_id and correlation and correlation != reply.frame_id:
+            self.bad_replies += 1
+            logger.warning(
+                "edge %s: reply for %s carries correlation data %r: ignored",
+                self.edge_id,
+                reply.frame_id,
+                correlation,
+            )
+            return
+        frame_id = reply.frame_id or correlation
+        future = self._pending.get(frame_id) if frame_id else None
+        if future is None or future.done():
+            self.late_replies += 1
+            logger.info(
+                "edge %s: reply for %s ignored: late, duplicate or not ours",
+                self.edge_id,
+                frame_id,
+            )
+            return
+        future.set_result(reply)
+
+    # -- capture and decisions -----------------------------------------------------
+
+    async def _capture(self, max_frames: int | None, stop: asyncio.Event | None) -> None:
         pacer = Pacer(frames_per_second(self._cfg.rate, self._source.fps))
         live = self._source.live
         seq = 0
@@ -135,44 +321,122 @@ class EdgeNode:
                     self.ledger.capture(
                         frame_id, seq=seq, capture_ts=frame.capture_ts, true_label=frame.true_label
                     )
-                    if live and self._slots.locked():
-                        # A camera never waits for the cloud: drop the frame, and count it.
-                        await self._finish(client, frame_id, seq, Decision.DROPPED)
-                    else:
-                        if live:
-                            await self._slots.acquire()  # free: checked just above
-                        frames.create_task(
-                            self._offload(client, frame_id, seq, frame), name=f"frame-{seq}"
-                        )
+                    self.stats.record_capture()
+                    self.metrics.record_capture()
+                    offloading = await self._triage(frame_id, seq, frame, holding_slot=not live)
+                    if offloading is not None:
+                        frames.create_task(offloading, name=f"frame-{seq}")
+                    elif not live:
+                        self._slots.release()
                     seq += 1
                     await pacer.wait()
         finally:
             await asyncio.to_thread(self._source.close)
 
+    async def _triage(
+        self, frame_id: str, seq: int, frame: CapturedFrame, *, holding_slot: bool
+    ) -> Coroutine[None, None, None] | None:
+        """Decide ``frame`` here, or return the coroutine that offloads it."""
+        if self._motion_gate_skips(frame):
+            await self._finish(frame_id, seq, _Outcome(Decision.SKIPPED, detail="no motion"))
+            return None
+        local = None
+        if self._local is not None:
+            local = await asyncio.to_thread(self._local.classify, frame.image)
+        local_name = self._local.name if self._local else None
+        if self._policy.route(local) is Route.LOCAL:
+            outcome = _fallback(Decision.LOCAL, local, local_name)
+            await self._finish(frame_id, seq, outcome, local=local)
+            return None
+        hold = self.governor.hold_reason()
+        if self._client is None:
+            hold = "broker unreachable"
+        if hold is None and not holding_slot:
+            if self._slots.locked():
+                hold = f"{self._cfg.max_in_flight} frames already in flight"
+            else:
+                await self._slots.acquire()  # free: checked just above
+        if hold is not None:
+            if local is None and hold.endswith("in flight"):
+                # A camera never waits for the cloud: with no local answer, drop it.
+                await self._finish(frame_id, seq, _Outcome(Decision.DROPPED, detail=hold))
+            else:
+                outcome = _fallback(Decision.LOCAL, local, local_name, detail=hold)
+                await self._finish(frame_id, seq, outcome, local=local)
+            return None
+        return self._offload(frame_id, seq, frame, local)
+
+    def _motion_gate_skips(self, frame: CapturedFrame) -> bool:
+        threshold = self._cfg.motion_threshold
+        if threshold is None:
+            return False
+        if self._motion is None:
+            mask = None
+            if self._cfg.motion_mask:
+                mask = load_mask(self._cfg.motion_mask, frame.image.shape[:2])
+            self._motion = MotionGate(threshold=threshold, mask=mask)
+        return not self._motion.check(frame.image).moving
+
+    async def _encode(
+        self, frame_id: str, seq: int, frame: CapturedFrame, local: LocalOutput | None
+    ) -> FrameRequest:
+        cfg = self._cfg
+        fields: dict[str, object]
+        if cfg.payload == "tensor":
+            assert local is not None  # checked at start: tensor needs a local model
+            assert local.activation is not None
+            assert self._local is not None
+            activation = local.activation
+            fields = {
+                "codec": PayloadCodec.TENSOR,
+                "split_stage": self._local.split,
+                "shape": tuple(activation.shape),
+                "dtype": TensorDType.FLOAT16,
+                "payload": activation.tobytes(),
+            }
+        elif cfg.payload == "raw":
+            image = frame.image
+            fields = {
+                "codec": PayloadCodec.RAW,
+                "shape": tuple(image.shape),
+                "dtype": TensorDType.UINT8,
+                "payload": image.tobytes(),
+            }
+        else:
+            payload = await asyncio.to_thread(encode_jpeg, frame.image, cfg.jpeg_quality)
+            fields = {
+                "codec": PayloadCodec.JPEG,
+                "quality": cfg.jpeg_quality,
+                "shape": tuple(frame.image.shape),
+                "dtype": TensorDType.UINT8,
+                "payload": payload,
+            }
+        return FrameRequest(
+            frame_id=frame_id,
+            edge_id=self.edge_id,
+            seq=seq,
+            capture_ts=frame.capture_ts,
+            deadline_ts=frame.capture_ts + cfg.deadline_ms / 1000,
+            model=cfg.model,
+            edge_label=local.label if local else None,
+            edge_confidence=local.confidence if local else None,
+            **fields,  # type: ignore[arg-type]
+        )
+
     async def _offload(
-        self, client: aiomqtt.Client, frame_id: str, seq: int, frame: CapturedFrame
+        self, frame_id: str, seq: int, frame: CapturedFrame, local: LocalOutput | None
     ) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         self._pending[frame_id] = future
+        local_name = self._local.name if self._local else None
         bytes_sent = 0
         sent_mono = time.monotonic()
+        outcome: _Outcome
         try:
-            payload = await asyncio.to_thread(encode_jpeg, frame.image, self._cfg.jpeg_quality)
-            request = FrameRequest(
-                frame_id=frame_id,
-                edge_id=self.edge_id,
-                seq=seq,
-                capture_ts=frame.capture_ts,
-                deadline_ts=frame.capture_ts + self._cfg.deadline_ms / 1000,
-                codec=PayloadCodec.JPEG,
-                quality=self._cfg.jpeg_quality,
-                shape=tuple(frame.image.shape),
-                dtype=TensorDType.UINT8,
-                payload=payload,
-                model=self._cfg.model,
-            )
+            request = await self._encode(frame_id, seq, frame, local)
             data = request.to_bytes()
+            client = self._connected_client()
             properties = None
             if self._mqtt5:
                 properties = request_properties(
@@ -188,107 +452,100 @@ class EdgeNode:
             ):
                 reply = await future
         except TimeoutError:
-            await self._finish(
-                client, frame_id, seq, Decision.LOCAL_AFTER_TIMEOUT, bytes_sent=bytes_sent
+            outcome = _fallback(
+                Decision.LOCAL_AFTER_TIMEOUT, local, local_name, bytes_sent=bytes_sent
             )
-        except (CodecError, ProtocolError, aiomqtt.MqttError) as exc:
-            logger.warning("edge %s: frame %s not offloaded: %s", self.edge_id, frame_id, exc)
-            await self._finish(
-                client,
-                frame_id,
-                seq,
+        except (CodecError, ProtocolError, aiomqtt.MqttError, _LinkLostError) as exc:
+            logger.warning("edge %s: frame %s not answered: %s", self.edge_id, frame_id, exc)
+            outcome = _fallback(
                 Decision.LOCAL_AFTER_ERROR,
+                local,
+                local_name,
                 bytes_sent=bytes_sent,
-                detail=str(exc),
+                detail=str(exc)[:200],
             )
         else:
             rtt_ms = (time.monotonic() - sent_mono) * 1000
             if isinstance(reply, Result):
-                await self._finish(
-                    client,
-                    frame_id,
-                    seq,
+                self.governor.on_answer()
+                outcome = _Outcome(
                     Decision.CLOUD,
                     label=reply.label,
                     confidence=reply.confidence,
+                    model=reply.model,
                     bytes_sent=bytes_sent,
                     rtt_ms=rtt_ms,
-                    model=reply.model,
                 )
             else:
-                await self._finish(
-                    client,
-                    frame_id,
-                    seq,
+                if reply.code in _BUSY_CODES:
+                    self.governor.on_busy()
+                outcome = _fallback(
                     _decision_for(reply),
+                    local,
+                    local_name,
                     bytes_sent=bytes_sent,
-                    detail=f"{reply.code.value}: {reply.message}",
+                    detail=f"{reply.code.value}: {reply.message}"[:200],
                 )
         finally:
             self._pending.pop(frame_id, None)
             self._slots.release()
+        await self._finish(frame_id, seq, outcome, local=local)
+
+    def _connected_client(self) -> aiomqtt.Client:
+        if self._client is None:
+            raise _LinkLostError("broker unreachable")
+        return self._client
 
     async def _finish(
-        self,
-        client: aiomqtt.Client,
-        frame_id: str,
-        seq: int,
-        decision: Decision,
-        *,
-        label: int | None = None,
-        confidence: float | None = None,
-        bytes_sent: int = 0,
-        rtt_ms: float | None = None,
-        model: str | None = None,
-        detail: str | None = None,
+        self, frame_id: str, seq: int, outcome: _Outcome, *, local: LocalOutput | None = None
     ) -> None:
         """Record the frame's one final decision and announce it on the events topic."""
         now = time.time()
         true_label = self.ledger.decide(
             frame_id,
-            decision,
+            outcome.decision,
             decided_ts=now,
-            label=label,
-            confidence=confidence,
-            bytes_sent=bytes_sent,
-            rtt_ms=rtt_ms,
-            detail=detail,
+            label=outcome.label,
+            confidence=outcome.confidence,
+            bytes_sent=outcome.bytes_sent,
+            rtt_ms=outcome.rtt_ms,
+            detail=outcome.detail,
+            model=outcome.model,
+            local_label=local.label if local else None,
+            local_confidence=local.confidence if local else None,
+            payload=self._cfg.payload if outcome.decision.offloaded else None,
         )
+        self.stats.record_decision(
+            outcome.decision, rtt_ms=outcome.rtt_ms, bytes_sent=outcome.bytes_sent
+        )
+        self.metrics.record_decision(
+            outcome.decision, rtt_ms=outcome.rtt_ms, bytes_sent=outcome.bytes_sent
+        )
+        client = self._client
+        if client is None:
+            return  # events are informational; the ledger is the record
         event = Event(
             edge_id=self.edge_id,
             frame_id=frame_id,
             seq=seq,
             ts=now,
-            decision=decision,
-            bytes_sent=bytes_sent,
-            label=label,
-            confidence=confidence,
-            model=model,
-            latency_ms=rtt_ms,
+            decision=outcome.decision,
+            bytes_sent=outcome.bytes_sent,
+            label=outcome.label,
+            confidence=outcome.confidence,
+            model=outcome.model,
+            latency_ms=outcome.rtt_ms,
             true_label=true_label,
         )
-        # Events are informational (the ledger is the record): QoS 0, and a broken
-        # connection must not turn a decided frame into an exception.
+        # QoS 0, and a broken connection must not turn a decided frame into an exception.
         with contextlib.suppress(aiomqtt.MqttError):
             await client.publish(self._topics.events(self.edge_id), event.to_bytes(), qos=0)
 
-    async def _route_replies(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            try:
-                reply = decode_reply(payload_bytes(message))
-            except ProtocolError as exc:
-                self.bad_replies += 1
-                logger.warning("edge %s: bad reply on %s: %s", self.edge_id, message.topic, exc)
-                continue
-            frame_id = reply.frame_id or _correlation_id(message)
-            future = self._pending.get(frame_id) if frame_id else None
-            if future is None or future.done():
-                self.late_replies += 1  # answered after its deadline, or not ours
-                continue
-            future.set_result(reply)
+    # -- status ----------------------------------------------------------------------
 
     def _status(self, *, online: bool) -> EdgeStatus:
         counts = self.ledger.counts()
+        snap = self.stats.snapshot()
         return EdgeStatus(
             edge_id=self.edge_id,
             online=online,
@@ -297,25 +554,67 @@ class EdgeNode:
             in_flight=len(self._pending),
             offloaded=counts.offloaded,
             decided=counts.decided,
+            skipped=snap.skipped,
+            dropped=snap.dropped,
+            bytes_sent=snap.bytes_sent,
+            capture_fps=snap.capture_fps,
+            skipped_fps=snap.skipped_fps,
+            offload_share=snap.offload_share or 0.0,
+            rtt_ms_p50=snap.rtt_ms_p50,
+            connected=self._client is not None,
         )
 
-    async def _publish_status(self, client: aiomqtt.Client, *, online: bool) -> None:
-        await client.publish(
-            self._topics.edge_status(self.edge_id),
-            self._status(online=online).to_bytes(),
-            qos=1,
-            retain=True,
+    async def _announce_to_home_assistant(self, client: aiomqtt.Client) -> None:
+        messages = discovery_messages(
+            self._config.prefix,
+            self.edge_id,
+            discovery_prefix=self._cfg.homeassistant_prefix,
+            version=_package_version(),
         )
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1, retain=True)
 
-    async def _status_loop(self, client: aiomqtt.Client) -> None:
+    async def _publish_status(self, *, online: bool) -> None:
+        client = self._client
+        if client is None:
+            return
+        snapshot = self.stats.snapshot()
+        self.metrics.set_in_flight(len(self._pending))
+        self.metrics.update(snapshot)
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(
+                self._topics.edge_status(self.edge_id),
+                self._status(online=online).to_bytes(),
+                qos=1,
+                retain=True,
+            )
+            if self._cfg.homeassistant:
+                await client.publish(
+                    ha_state_topic(self._config.prefix, self.edge_id),
+                    state_payload(snapshot, online=online),
+                    qos=0,
+                    # Not retained: a restarted Home Assistant must not show a dead
+                    # edge's last figures as current; the next state comes in a second.
+                    retain=False,
+                )
+
+    async def _status_loop(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
-            with contextlib.suppress(aiomqtt.MqttError):
-                await self._publish_status(client, online=True)
+            await asyncio.sleep(self._cfg.status_interval_s)
+            if self._on_status is not None:
+                self._on_status(format_status_line(self.stats.snapshot()))
+            await self._publish_status(online=True)
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("camoffload")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"  # running from a checkout that was never installed
 
 
 def _correlation_id(message: aiomqtt.Message) -> str | None:
-    """The frame id from MQTT 5 correlation data, for error replies without one."""
+    """The frame id from MQTT 5 correlation data, if the message carries it."""
     data = getattr(message.properties, "CorrelationData", None)
     if isinstance(data, bytes):
         with contextlib.suppress(UnicodeDecodeError):

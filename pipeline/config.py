@@ -165,7 +165,21 @@ class EdgeConfig:
     jpeg_quality: int = 90
     model: str = DEFAULT_MODEL
     rate: str = "max"  # "max", "real" (the source's own fps) or a number of frames/s
-    ledger_path: str | None = None
+    ledger_path: str | None = None  # SQLite (WAL) file; None keeps the ledger in memory
+    # The edge's own model (registry name): an early-exit model runs its edge part up
+    # to ``split`` and answers with exit ``split``; None = no local model.
+    local_model: str | None = None
+    split: int = 1
+    policy: Literal["cloud-only", "local-only", "threshold"] = "cloud-only"
+    confidence_threshold: float = 0.8  # threshold policy: offload below this
+    payload: Literal["jpeg", "raw", "tensor"] = "jpeg"  # tensor: the split activation
+    motion_threshold: float | None = None  # changed-pixel fraction; None = no gate
+    motion_mask: str | None = None  # image file or "x,y;x,y;x,y" polygons (0..1)
+    status_interval_s: float = 1.0
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
+    homeassistant: bool = False  # publish Home Assistant MQTT discovery + JSON state
+    homeassistant_prefix: str = "homeassistant"
 
     def __post_init__(self) -> None:
         validate_level(self.edge_id, "edge.edge_id")
@@ -175,6 +189,27 @@ class EdgeConfig:
         )
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError("edge.jpeg_quality must be 1-100", key="edge.jpeg_quality")
+        if self.policy != "cloud-only" and self.local_model is None:
+            raise ConfigError(
+                f"edge.policy {self.policy!r} needs edge.local_model", key="edge.policy"
+            )
+        if self.payload == "tensor" and self.local_model is None:
+            raise ConfigError(
+                "edge.payload 'tensor' sends the local model's activation: set "
+                "edge.local_model to an early-exit model",
+                key="edge.payload",
+            )
+        if not 0.0 <= self.confidence_threshold <= 1.0:
+            raise ConfigError(
+                "edge.confidence_threshold must be 0-1", key="edge.confidence_threshold"
+            )
+        if self.motion_threshold is not None and not 0.0 <= self.motion_threshold <= 1.0:
+            raise ConfigError("edge.motion_threshold must be 0-1", key="edge.motion_threshold")
+        if self.split < 1:
+            raise ConfigError("edge.split must be >= 1", key="edge.split")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError("edge.metrics_port must be 0-65535", key="edge.metrics_port")
+        _check_positive({"edge.status_interval_s": self.status_interval_s})
         if self.rate not in ("max", "real"):
             try:
                 rate = float(self.rate)

@@ -17,7 +17,7 @@ from torch import nn
 
 from pipeline.codecs import Image
 from pipeline.errors import ModelError
-from pipeline.models import ModelSpec, get_model_spec
+from pipeline.models import EarlyExitResNet, ModelSpec, get_model_spec
 from pipeline.staging import HostStaging
 
 __all__ = ["Classifier", "Prediction", "resolve_device"]
@@ -78,6 +78,11 @@ class Classifier:
         """(channels, height, width) of a normalised input tensor."""
         height, width = self.spec.input_size
         return (self.spec.channels, height, width)
+
+    @property
+    def network(self) -> EarlyExitResNet | None:
+        """The whole early-exit network (on the device), or None for single-exit models."""
+        return self._network
 
     @property
     def split_points(self) -> tuple[int, ...]:

@@ -17,6 +17,7 @@ from pipeline.config import Config
 from pipeline.inference import Classifier
 from pipeline.mqtt import make_client
 from pipeline.protocol import FrameRequest, PayloadCodec, TensorDType
+from pipeline.tasks import cancel_and_wait
 
 
 @contextlib.asynccontextmanager
@@ -35,10 +36,9 @@ async def running_worker(
             task.result()  # raises the worker's error
         yield worker
     finally:
-        ready_task.cancel()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([ready_task, task])
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]  # the worker died during the test
 
 
 @contextlib.asynccontextmanager

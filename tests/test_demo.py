@@ -85,6 +85,18 @@ def test_demo_against_a_running_broker(mosquitto: BrokerInfo) -> None:
     assert _field(done.stdout, "answered") == "5"
 
 
+def _communicate_or_dump(proc: subprocess.Popen[str], timeout_s: float) -> tuple[str, str]:
+    """``proc.communicate``; if it hangs, fail with every thread's stack (SIGUSR1)."""
+    try:
+        return proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # camoffload's faulthandler dumps the stacks
+        time.sleep(2)
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"no exit {timeout_s:g} s after the signal; stacks:\n{err[-20000:]}")
+
+
 def test_ctrl_c_stops_the_demo_cleanly_with_a_summary() -> None:
     args = ("demo", "--frames", "100000", "--broker-kind", "mosquitto", "--set", "edge.rate=20")
     with _background(*args) as proc:
@@ -100,7 +112,7 @@ def test_ctrl_c_stops_the_demo_cleanly_with_a_summary() -> None:
             pytest.fail(f"demo never became ready:\n{seen}")
         time.sleep(2.0)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = _communicate_or_dump(proc, timeout_s=60)
     assert proc.returncode == 0, err
     captured = int(_field(out, "frames"))
     assert 0 < captured < 100000

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from pathlib import Path
 
 import cv2
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge_node import EdgeNode, ImageFolderSource, Ledger, LedgerError, LedgerSummary
+from edge_node.ledger import summarize_ledger_file
 from pipeline.config import Config
 from pipeline.inference import Classifier
 from pipeline.protocol import Decision, Event
@@ -34,7 +34,7 @@ def _with_edge(config: Config, **changes: object) -> Config:
 def test_every_frame_answered_by_the_cloud_and_announced(
     config: Config, classifier: Classifier, folder: Path, tmp_path: Path
 ) -> None:
-    ledger_path = tmp_path / "ledger.jsonl"
+    ledger_path = tmp_path / "ledger.sqlite"
 
     async def scenario() -> tuple[LedgerSummary, list[Event]]:
         events: list[Event] = []
@@ -52,10 +52,10 @@ def test_every_frame_answered_by_the_cloud_and_announced(
     assert summary.answered == 6
     assert summary.undecided == 0
     assert summary.rtt_ms_p50 is not None
-    lines = [json.loads(line) for line in ledger_path.read_text().splitlines()]
-    assert sorted(r["seq"] for r in lines) == list(range(6))
-    assert {r["decision"] for r in lines} == {"cloud"}
-    assert all(r["bytes_sent"] > 1000 for r in lines)
+    on_disk = summarize_ledger_file(ledger_path)
+    assert (on_disk.captured, on_disk.decided, on_disk.undecided) == (6, 6, 0)
+    assert on_disk.by_decision == {"cloud": 6}
+    assert on_disk.bytes_sent > 6 * 1000
     assert sorted(e.seq for e in events) == list(range(6))
     assert all(e.decision is Decision.CLOUD and e.label is not None for e in events)
 

@@ -65,6 +65,15 @@ class EdgeStatus(_wire.WireMessage):
     in_flight: int = 0
     offloaded: int = 0
     decided: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    bytes_sent: int = 0
+    # Over the edge's recent window (its stats window, ~10 s):
+    capture_fps: float = 0.0
+    skipped_fps: float = 0.0
+    offload_share: float = 0.0  # offloaded / decided
+    rtt_ms_p50: float | None = None
+    connected: bool = True  # False while the edge decides locally, reconnecting
 
     def __post_init__(self) -> None:
         check_id(self.edge_id, "edge_id")
@@ -74,5 +83,12 @@ class EdgeStatus(_wire.WireMessage):
                 "in_flight": self.in_flight,
                 "offloaded": self.offloaded,
                 "decided": self.decided,
+                "skipped": self.skipped,
+                "dropped": self.dropped,
+                "bytes_sent": self.bytes_sent,
+                "capture_fps": self.capture_fps,
+                "skipped_fps": self.skipped_fps,
+                "offload_share": self.offload_share,
+                "rtt_ms_p50": self.rtt_ms_p50 or 0.0,
             }
         )
