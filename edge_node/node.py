@@ -33,6 +33,7 @@ from aiomqtt import Will
 from edge_node.backpressure import OffloadGovernor
 from edge_node.homeassistant import discovery_messages, ha_state_topic, state_payload
 from edge_node.ledger import Ledger, LedgerSummary
+from edge_node.live import DroppedFrame, LatestFrameReader
 from edge_node.local_model import LocalModel, LocalOutput
 from edge_node.metrics import EdgeMetrics
 from edge_node.motion import MotionGate, load_mask
@@ -304,25 +305,36 @@ class EdgeNode:
     async def _capture(self, max_frames: int | None, stop: asyncio.Event | None) -> None:
         pacer = Pacer(frames_per_second(self._cfg.rate, self._source.fps))
         live = self._source.live
+        reader = LatestFrameReader(self._source) if live else None
+        if reader is not None:
+            reader.start()
         seq = 0
+
+        def more() -> bool:
+            return (max_frames is None or seq < max_frames) and not (stop and stop.is_set())
+
         try:
             async with asyncio.TaskGroup() as frames:
-                while (max_frames is None or seq < max_frames) and not (stop and stop.is_set()):
-                    if not live:
+                while more():
+                    if reader is not None:
+                        frame, dropped = await self._next_live(reader, stop)
+                        for lost in dropped:
+                            if more():
+                                await self._record_drop(seq, lost)
+                                seq += 1
+                        if frame is None or not more():
+                            if frame is None:
+                                break
+                            continue
+                    else:
                         # Replaying a file: wait for a slot before reading, so the
                         # deadline clock starts when the frame can actually be sent.
                         await self._slots.acquire()
-                    frame = await asyncio.to_thread(self._source.read)
-                    if frame is None:
-                        if not live:
+                        frame = await asyncio.to_thread(self._source.read)
+                        if frame is None:
                             self._slots.release()
-                        break
-                    frame_id = f"{self._run_token}-{seq}"
-                    self.ledger.capture(
-                        frame_id, seq=seq, capture_ts=frame.capture_ts, true_label=frame.true_label
-                    )
-                    self.stats.record_capture()
-                    self.metrics.record_capture()
+                            break
+                    frame_id = self._captured(seq, frame.capture_ts, frame.true_label)
                     offloading = await self._triage(frame_id, seq, frame, holding_slot=not live)
                     if offloading is not None:
                         frames.create_task(offloading, name=f"frame-{seq}")
@@ -331,7 +343,37 @@ class EdgeNode:
                     seq += 1
                     await pacer.wait()
         finally:
+            if reader is not None:
+                await reader.stop()
             await asyncio.to_thread(self._source.close)
+
+    def _captured(self, seq: int, capture_ts: float, true_label: int | None) -> str:
+        frame_id = f"{self._run_token}-{seq}"
+        self.ledger.capture(frame_id, seq=seq, capture_ts=capture_ts, true_label=true_label)
+        self.stats.record_capture()
+        self.metrics.record_capture()
+        return frame_id
+
+    async def _next_live(
+        self, reader: LatestFrameReader, stop: asyncio.Event | None
+    ) -> tuple[CapturedFrame | None, list[DroppedFrame]]:
+        """The reader's next frame, or (None, []) once ``stop`` is set (a stalled
+        stream must not keep the node from stopping)."""
+        if stop is None:
+            return await reader.next()
+        reading = asyncio.create_task(reader.next())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if reading.done():
+            return reading.result()
+        await cancel_and_wait([reading])
+        return None, []
+
+    async def _record_drop(self, seq: int, lost: DroppedFrame) -> None:
+        frame_id = self._captured(seq, lost.capture_ts, None)
+        outcome = _Outcome(Decision.DROPPED, detail="the node fell behind the camera")
+        await self._finish(frame_id, seq, outcome)
 
     async def _triage(
         self, frame_id: str, seq: int, frame: CapturedFrame, *, holding_slot: bool

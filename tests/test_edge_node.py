@@ -21,7 +21,7 @@ from broker import mosquitto_broker
 from edge_node import EdgeNode, ImageFolderSource, Ledger, LedgerSummary
 from edge_node.backpressure import OffloadGovernor
 from edge_node.ledger import LedgerError, summarize_ledger_file
-from edge_node.sources import DatasetSource
+from edge_node.sources import CapturedFrame, DatasetSource
 from pipeline.config import Config
 from pipeline.inference import Classifier
 from pipeline.protocol import (
@@ -384,3 +384,38 @@ def test_home_assistant_discovery_and_metrics_follow_the_decisions(fm_config: Co
     }
     assert samples[("camoffload_edge_frames_total", "local")] == 30
     assert samples[("camoffload_edge_captured_total", None)] == 30
+
+
+class _FastCamera:
+    """A live source: labelled frames arriving every ``interval_s``, whether or not the
+    node keeps up (what a webcam does)."""
+
+    name = "fake-camera"
+    fps = None
+    live = True
+
+    def __init__(self, count: int, interval_s: float) -> None:
+        self._frames = DatasetSource(limit=count)
+        self._interval_s = interval_s
+
+    def read(self) -> CapturedFrame | None:
+        time.sleep(self._interval_s)
+        return self._frames.read()
+
+    def close(self) -> None:
+        self._frames.close()
+
+
+def test_a_camera_faster_than_the_node_drops_frames_and_counts_each(fm_config: Config) -> None:
+    frames = 300
+    config = _edge(fm_config, policy="local-only")
+
+    async def scenario() -> LedgerSummary:
+        # ~0.5 ms between frames; the local model takes several ms per frame.
+        return await EdgeNode(config, _FastCamera(frames, 0.0005), Ledger()).run()
+
+    summary = asyncio.run(scenario())
+    _assert_every_frame_decided_once(summary, frames)
+    assert summary.by_decision.get("dropped", 0) > 0
+    assert summary.by_decision.get("local", 0) > 0
+    assert set(summary.by_decision) == {"dropped", "local"}
