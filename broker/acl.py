@@ -4,9 +4,11 @@
 role        may publish (``topic write``)                 may read (subscribe, receive)
 ==========  ===========================================  ==================================
 device      its own ``frames``, ``status/edges``,         its own ``results``;
-            ``events``                                    ``status/workers/+``
+            ``events``, ``ha/{id}/state`` and Home        ``status/workers/+``
+            Assistant discovery configs
 worker      ``results/+``; its own ``status/workers``     ``frames/+`` (shared or not)
-dashboard   nothing                                       ``status/#``, ``events/+``
+dashboard   nothing                                       ``status/#``, ``events/+``,
+                                                          ``ha/+/state``, ``homeassistant/#``
 site        what each of its devices may publish          what each of its devices may read
 ==========  ===========================================  ==================================
 
@@ -26,7 +28,7 @@ from typing import Literal
 
 from broker.credentials import validate_identity
 from pipeline.errors import BrokerError
-from pipeline.topics import Topics
+from pipeline.topics import HA_DISCOVERY_PREFIX, Topics, ha_discovery_filter
 
 __all__ = ["Access", "Identity", "Role", "acl_rules", "acl_text", "identities_from"]
 
@@ -61,6 +63,8 @@ def _device_rules(topics: Topics, edge_id: str) -> list[tuple[Access, str]]:
         ("write", topics.frames(edge_id)),
         ("write", topics.edge_status(edge_id)),
         ("write", topics.events(edge_id)),
+        ("write", topics.ha_state(edge_id)),
+        ("write", ha_discovery_filter(edge_id)),
         ("read", topics.results(edge_id)),
     ]
 
@@ -81,6 +85,8 @@ def acl_rules(identity: Identity, topics: Topics) -> list[tuple[Access, str]]:
     return [
         ("read", f"{topics.prefix}/status/#"),
         ("read", f"{topics.prefix}/events/+"),
+        ("read", topics.ha_state_filter),
+        ("read", f"{HA_DISCOVERY_PREFIX}/#"),
     ]
 
 

@@ -36,7 +36,6 @@ identity needs write access to ``{prefix}/ha/{edge_id}/state`` and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from typing import Any
 
 from edge_node.stats import EdgeStatsSnapshot
 from pipeline.errors import ConfigError
-from pipeline.topics import Topics, validate_level
+from pipeline.topics import Topics, ha_node_id
 
 __all__ = [
     "SENSOR_KEYS",
@@ -58,7 +57,6 @@ DEFAULT_DISCOVERY_PREFIX = "homeassistant"
 
 # Discovery topics allow only these in a node id and object id; entity ids only
 # lowercase letters, digits and underscores.
-_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _ENTITY_UNSAFE = re.compile(r"[^a-z0-9]+")
 
 
@@ -87,8 +85,7 @@ SENSOR_KEYS: tuple[str, ...] = tuple(s.key for s in _SENSORS)
 
 def ha_state_topic(prefix: str, edge_id: str) -> str:
     """Where the edge publishes its JSON state for Home Assistant."""
-    topics = Topics(prefix)  # validates the prefix
-    return f"{topics.prefix}/ha/{validate_level(edge_id, 'edge_id')}/state"
+    return Topics(prefix).ha_state(edge_id)
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -121,16 +118,6 @@ def state_payload(snapshot: EdgeStatsSnapshot, *, online: bool) -> bytes:
     return json.dumps(state, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _node_id(edge_id: str) -> str:
-    """``camoffload_{edge_id}``, made safe for a discovery topic. An id that had to
-    change gets a short hash, so ``cam.1`` and ``cam_1`` do not share topics."""
-    validate_level(edge_id, "edge_id")
-    safe = _TOPIC_UNSAFE.sub("_", edge_id)
-    if safe != edge_id:
-        safe += "_" + hashlib.sha256(edge_id.encode()).hexdigest()[:6]
-    return f"camoffload_{safe}"
-
-
 def _check_discovery_prefix(discovery_prefix: str) -> None:
     if not discovery_prefix or any(c in discovery_prefix for c in "+#\x00"):
         raise ConfigError(
@@ -141,7 +128,7 @@ def _check_discovery_prefix(discovery_prefix: str) -> None:
 
 
 def _config_topic(discovery_prefix: str, edge_id: str, key: str) -> str:
-    return f"{discovery_prefix}/sensor/{_node_id(edge_id)}/{key}/config"
+    return f"{discovery_prefix}/sensor/{ha_node_id(edge_id)}/{key}/config"
 
 
 def discovery_messages(
@@ -159,7 +146,7 @@ def discovery_messages(
             f"expire_after_s must be >= 1, got {expire_after_s}", key="expire_after_s"
         )
     state_topic = ha_state_topic(prefix, edge_id)
-    node_id = _node_id(edge_id)
+    node_id = ha_node_id(edge_id)
     entity_base = "camoffload_" + _ENTITY_UNSAFE.sub("_", edge_id.lower()).strip("_")
     device = {
         "identifiers": [node_id],

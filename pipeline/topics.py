@@ -13,6 +13,8 @@ A request names where its answer goes with the MQTT 5 *response topic* and
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 
 from paho.mqtt.packettypes import PacketTypes
@@ -78,6 +80,15 @@ class Topics:
     def events(self, edge_id: str) -> str:
         return f"{self.prefix}/events/{validate_level(edge_id, 'edge_id')}"
 
+    def ha_state(self, edge_id: str) -> str:
+        """An edge's JSON state for Home Assistant (the MessagePack status is unreadable
+        to it)."""
+        return f"{self.prefix}/ha/{validate_level(edge_id, 'edge_id')}/state"
+
+    @property
+    def ha_state_filter(self) -> str:
+        return f"{self.prefix}/ha/+/state"
+
     def edge_of_frames_topic(self, topic: str) -> str | None:
         """The edge id of a ``{p}/frames/{edge_id}`` topic, or ``None`` if it is not one."""
         head = f"{self.prefix}/frames/"
@@ -137,3 +148,22 @@ def reply_target(
     ):
         return ReplyTarget(response_topic, props)
     return ReplyTarget(own_results, props)
+
+
+HA_DISCOVERY_PREFIX = "homeassistant"
+_HA_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def ha_node_id(edge_id: str) -> str:
+    """``camoffload_{edge_id}``, made safe for a Home Assistant discovery topic. An id
+    that had to change gets a short hash, so ``cam.1`` and ``cam_1`` do not collide."""
+    validate_level(edge_id, "edge_id")
+    safe = _HA_UNSAFE.sub("_", edge_id)
+    if safe != edge_id:
+        safe += "_" + hashlib.sha256(edge_id.encode()).hexdigest()[:6]
+    return f"camoffload_{safe}"
+
+
+def ha_discovery_filter(edge_id: str, discovery_prefix: str = HA_DISCOVERY_PREFIX) -> str:
+    """Every discovery config topic of one edge's sensors."""
+    return f"{discovery_prefix}/sensor/{ha_node_id(edge_id)}/+/config"

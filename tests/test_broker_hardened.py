@@ -217,6 +217,8 @@ def test_acl_and_config_text_follow_the_roles(tmp_path: Path) -> None:
         "topic write p/frames/c1",
         "topic write p/status/edges/c1",
         "topic write p/events/c1",
+        "topic write p/ha/c1/state",
+        "topic write homeassistant/sensor/camoffload_c1/+/config",
         "topic read p/results/c1",
         "topic read p/status/workers/+",
     ]
@@ -225,7 +227,12 @@ def test_acl_and_config_text_follow_the_roles(tmp_path: Path) -> None:
         "topic write p/results/+",
         "topic write p/status/workers/w1",
     ]
-    assert blocks["user d1"] == ["topic read p/status/#", "topic read p/events/+"]
+    assert blocks["user d1"] == [
+        "topic read p/status/#",
+        "topic read p/events/+",
+        "topic read p/ha/+/state",
+        "topic read homeassistant/#",
+    ]
     with pytest.raises(BrokerError, match="unique"):
         identities_from(devices=["x"], workers=["x"])
     with pytest.raises(BrokerError, match="unknown device"):
