@@ -25,7 +25,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from functools import partial
 
 import aiomqtt
 from aiomqtt import Will
@@ -37,26 +37,22 @@ from edge_node.live import DroppedFrame, LatestFrameReader
 from edge_node.local_model import LocalModel, LocalOutput
 from edge_node.metrics import EdgeMetrics
 from edge_node.motion import MotionGate, load_mask
+from edge_node.outcomes import BUSY_CODES, Outcome, decision_for, with_local_answer
 from edge_node.pacing import Pacer, frames_per_second
 from edge_node.policies import Route, make_policy
+from edge_node.replies import LinkLostError, ReplyRouter
+from edge_node.requests import build_request
 from edge_node.sources import CapturedFrame, FrameSource
 from edge_node.stats import EdgeStats, format_status_line
-from pipeline.codecs import encode_jpeg
 from pipeline.config import Config
 from pipeline.errors import BrokerError, CodecError, ModelError, ProtocolError
 from pipeline.mqtt import backoff_delays, make_client, payload_bytes
 from pipeline.protocol import (
     Decision,
     EdgeStatus,
-    ErrorCode,
     Event,
-    FrameRequest,
-    PayloadCodec,
-    Reply,
     Result,
-    TensorDType,
     WorkerStatus,
-    decode_reply,
 )
 from pipeline.tasks import cancel_and_wait
 from pipeline.topics import request_properties
@@ -64,50 +60,6 @@ from pipeline.topics import request_properties
 __all__ = ["EdgeNode"]
 
 logger = logging.getLogger(__name__)
-
-_BUSY_CODES = frozenset({ErrorCode.BUSY, ErrorCode.SHUTTING_DOWN})
-
-
-class _LinkLostError(Exception):
-    """The broker connection dropped while a frame waited for its reply."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """A frame's final decision and what goes with it into the ledger and the event."""
-
-    decision: Decision
-    label: int | None = None
-    confidence: float | None = None
-    model: str | None = None
-    bytes_sent: int = 0
-    rtt_ms: float | None = None
-    detail: str | None = None
-
-
-def _fallback(
-    decision: Decision, local: LocalOutput | None, local_name: str | None, **fields: object
-) -> _Outcome:
-    """``decision`` carrying the local model's answer, when the edge has one."""
-    if local is None:
-        return _Outcome(decision, **fields)  # type: ignore[arg-type]
-    return _Outcome(
-        decision,
-        label=local.label,
-        confidence=local.confidence,
-        model=local_name,
-        **fields,  # type: ignore[arg-type]
-    )
-
-
-def _decision_for(reply: Reply) -> Decision:
-    if isinstance(reply, Result):
-        return Decision.CLOUD
-    if reply.code in _BUSY_CODES:
-        return Decision.LOCAL_AFTER_BUSY
-    if reply.code is ErrorCode.EXPIRED:
-        return Decision.LOCAL_AFTER_TIMEOUT
-    return Decision.LOCAL_AFTER_ERROR
 
 
 class EdgeNode:
@@ -132,7 +84,7 @@ class EdgeNode:
         self._motion: MotionGate | None = None
         self._on_status = on_status
         self._mqtt5 = config.broker.protocol == "5"
-        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._replies = ReplyRouter(self.edge_id)
         self._slots = asyncio.Semaphore(self._cfg.max_in_flight)
         self._run_token = secrets.token_hex(4)  # frame ids stay unique across restarts
         self._client: aiomqtt.Client | None = None
@@ -140,13 +92,21 @@ class EdgeNode:
         self.stats = EdgeStats()
         self.metrics = EdgeMetrics(self.edge_id)
         self.metrics_port: int | None = None  # bound port once the endpoint is up
-        self.bad_replies = 0
-        self.late_replies = 0
         self.reconnects = 0
 
     @property
     def edge_id(self) -> str:
         return self._cfg.edge_id
+
+    @property
+    def bad_replies(self) -> int:
+        """Replies that did not decode, or whose correlation data named another frame."""
+        return self._replies.bad_replies
+
+    @property
+    def late_replies(self) -> int:
+        """Replies for frames already decided (late, duplicate) or not ours."""
+        return self._replies.late_replies
 
     async def run(
         self, *, max_frames: int | None = None, stop: asyncio.Event | None = None
@@ -247,13 +207,8 @@ class EdgeNode:
                     logger.info("edge %s: broker not reachable yet: %s", self.edge_id, exc)
             finally:
                 self._client = None
-                self._fail_pending("the broker connection was lost")
+                self._replies.fail_all("the broker connection was lost")
             await asyncio.sleep(next(delays))
-
-    def _fail_pending(self, why: str) -> None:
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(_LinkLostError(why))
 
     async def _route_messages(self, client: aiomqtt.Client) -> None:
         status_prefix = self._topics.worker_status_filter[:-1]  # ".../status/workers/"
@@ -261,7 +216,7 @@ class EdgeNode:
             if message.topic.value.startswith(status_prefix):
                 self._on_worker_status(message)
             else:
-                self._on_reply(message)
+                self._replies.on_message(message)
 
     def _on_worker_status(self, message: aiomqtt.Message) -> None:
         try:
@@ -270,35 +225,6 @@ class EdgeNode:
             logger.warning("edge %s: bad worker status on %s: %s", self.edge_id, message.topic, exc)
             return
         self.governor.on_worker_status(status)
-
-    def _on_reply(self, message: aiomqtt.Message) -> None:
-        try:
-            reply = decode_reply(payload_bytes(message))
-        except ProtocolError as exc:
-            self.bad_replies += 1
-            logger.warning("edge %s: bad reply on %s: %s", self.edge_id, message.topic, exc)
-            return
-        correlation = _correlation_id(message)
-        if reply.frame_id and correlation and correlation != reply.frame_id:
-            self.bad_replies += 1
-            logger.warning(
-                "edge %s: reply for %s carries correlation data %r: ignored",
-                self.edge_id,
-                reply.frame_id,
-                correlation,
-            )
-            return
-        frame_id = reply.frame_id or correlation
-        future = self._pending.get(frame_id) if frame_id else None
-        if future is None or future.done():
-            self.late_replies += 1
-            logger.info(
-                "edge %s: reply for %s ignored: late, duplicate or not ours",
-                self.edge_id,
-                frame_id,
-            )
-            return
-        future.set_result(reply)
 
     # -- capture and decisions -----------------------------------------------------
 
@@ -372,7 +298,7 @@ class EdgeNode:
 
     async def _record_drop(self, seq: int, lost: DroppedFrame) -> None:
         frame_id = self._captured(seq, lost.capture_ts, None)
-        outcome = _Outcome(Decision.DROPPED, detail="the node fell behind the camera")
+        outcome = Outcome(Decision.DROPPED, detail="the node fell behind the camera")
         await self._finish(frame_id, seq, outcome)
 
     async def _triage(
@@ -380,14 +306,14 @@ class EdgeNode:
     ) -> Coroutine[None, None, None] | None:
         """Decide ``frame`` here, or return the coroutine that offloads it."""
         if self._motion_gate_skips(frame):
-            await self._finish(frame_id, seq, _Outcome(Decision.SKIPPED, detail="no motion"))
+            await self._finish(frame_id, seq, Outcome(Decision.SKIPPED, detail="no motion"))
             return None
         local = None
         if self._local is not None:
             local = await asyncio.to_thread(self._local.classify, frame.image)
         local_name = self._local.name if self._local else None
         if self._policy.route(local) is Route.LOCAL:
-            outcome = _fallback(Decision.LOCAL, local, local_name)
+            outcome = with_local_answer(Decision.LOCAL, local, local_name)
             await self._finish(frame_id, seq, outcome, local=local)
             return None
         hold = self.governor.hold_reason()
@@ -401,9 +327,9 @@ class EdgeNode:
         if hold is not None:
             if local is None and hold.endswith("in flight"):
                 # A camera never waits for the cloud: with no local answer, drop it.
-                await self._finish(frame_id, seq, _Outcome(Decision.DROPPED, detail=hold))
+                await self._finish(frame_id, seq, Outcome(Decision.DROPPED, detail=hold))
             else:
-                outcome = _fallback(Decision.LOCAL, local, local_name, detail=hold)
+                outcome = with_local_answer(Decision.LOCAL, local, local_name, detail=hold)
                 await self._finish(frame_id, seq, outcome, local=local)
             return None
         return self._offload(frame_id, seq, frame, local)
@@ -419,64 +345,32 @@ class EdgeNode:
             self._motion = MotionGate(threshold=threshold, mask=mask)
         return not self._motion.check(frame.image).moving
 
-    async def _encode(
-        self, frame_id: str, seq: int, frame: CapturedFrame, local: LocalOutput | None
-    ) -> FrameRequest:
-        cfg = self._cfg
-        fields: dict[str, object]
-        if cfg.payload == "tensor":
-            assert local is not None  # checked at start: tensor needs a local model
-            assert local.activation is not None
-            assert self._local is not None
-            activation = local.activation
-            fields = {
-                "codec": PayloadCodec.TENSOR,
-                "split_stage": self._local.split,
-                "shape": tuple(activation.shape),
-                "dtype": TensorDType.FLOAT16,
-                "payload": activation.tobytes(),
-            }
-        elif cfg.payload == "raw":
-            image = frame.image
-            fields = {
-                "codec": PayloadCodec.RAW,
-                "shape": tuple(image.shape),
-                "dtype": TensorDType.UINT8,
-                "payload": image.tobytes(),
-            }
-        else:
-            payload = await asyncio.to_thread(encode_jpeg, frame.image, cfg.jpeg_quality)
-            fields = {
-                "codec": PayloadCodec.JPEG,
-                "quality": cfg.jpeg_quality,
-                "shape": tuple(frame.image.shape),
-                "dtype": TensorDType.UINT8,
-                "payload": payload,
-            }
-        return FrameRequest(
-            frame_id=frame_id,
-            edge_id=self.edge_id,
-            seq=seq,
-            capture_ts=frame.capture_ts,
-            deadline_ts=frame.capture_ts + cfg.deadline_ms / 1000,
-            model=cfg.model,
-            edge_label=local.label if local else None,
-            edge_confidence=local.confidence if local else None,
-            **fields,  # type: ignore[arg-type]
-        )
-
     async def _offload(
         self, frame_id: str, seq: int, frame: CapturedFrame, local: LocalOutput | None
     ) -> None:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Reply] = loop.create_future()
-        self._pending[frame_id] = future
+        future = self._replies.expect(frame_id)
         local_name = self._local.name if self._local else None
         bytes_sent = 0
         sent_mono = time.monotonic()
-        outcome: _Outcome
+        outcome: Outcome
         try:
-            request = await self._encode(frame_id, seq, frame, local)
+            cfg = self._cfg
+            request = await asyncio.to_thread(
+                partial(
+                    build_request,
+                    frame_id=frame_id,
+                    edge_id=self.edge_id,
+                    seq=seq,
+                    frame=frame,
+                    local=local,
+                    split=self._local.split if self._local else None,
+                    payload=cfg.payload,
+                    jpeg_quality=cfg.jpeg_quality,
+                    deadline_ms=cfg.deadline_ms,
+                    model=cfg.model,
+                )
+            )
             data = request.to_bytes()
             client = self._connected_client()
             properties = None
@@ -494,12 +388,12 @@ class EdgeNode:
             ):
                 reply = await future
         except TimeoutError:
-            outcome = _fallback(
+            outcome = with_local_answer(
                 Decision.LOCAL_AFTER_TIMEOUT, local, local_name, bytes_sent=bytes_sent
             )
-        except (CodecError, ProtocolError, aiomqtt.MqttError, _LinkLostError) as exc:
+        except (CodecError, ProtocolError, aiomqtt.MqttError, LinkLostError) as exc:
             logger.warning("edge %s: frame %s not answered: %s", self.edge_id, frame_id, exc)
-            outcome = _fallback(
+            outcome = with_local_answer(
                 Decision.LOCAL_AFTER_ERROR,
                 local,
                 local_name,
@@ -510,7 +404,7 @@ class EdgeNode:
             rtt_ms = (time.monotonic() - sent_mono) * 1000
             if isinstance(reply, Result):
                 self.governor.on_answer()
-                outcome = _Outcome(
+                outcome = Outcome(
                     Decision.CLOUD,
                     label=reply.label,
                     confidence=reply.confidence,
@@ -519,27 +413,27 @@ class EdgeNode:
                     rtt_ms=rtt_ms,
                 )
             else:
-                if reply.code in _BUSY_CODES:
+                if reply.code in BUSY_CODES:
                     self.governor.on_busy()
-                outcome = _fallback(
-                    _decision_for(reply),
+                outcome = with_local_answer(
+                    decision_for(reply),
                     local,
                     local_name,
                     bytes_sent=bytes_sent,
                     detail=f"{reply.code.value}: {reply.message}"[:200],
                 )
         finally:
-            self._pending.pop(frame_id, None)
+            self._replies.forget(frame_id)
             self._slots.release()
         await self._finish(frame_id, seq, outcome, local=local)
 
     def _connected_client(self) -> aiomqtt.Client:
         if self._client is None:
-            raise _LinkLostError("broker unreachable")
+            raise LinkLostError("broker unreachable")
         return self._client
 
     async def _finish(
-        self, frame_id: str, seq: int, outcome: _Outcome, *, local: LocalOutput | None = None
+        self, frame_id: str, seq: int, outcome: Outcome, *, local: LocalOutput | None = None
     ) -> None:
         """Record the frame's one final decision and announce it on the events topic."""
         now = time.time()
@@ -593,7 +487,7 @@ class EdgeNode:
             online=online,
             ts=time.time(),
             captured=counts.captured,
-            in_flight=len(self._pending),
+            in_flight=len(self._replies),
             offloaded=counts.offloaded,
             decided=counts.decided,
             skipped=snap.skipped,
@@ -621,7 +515,7 @@ class EdgeNode:
         if client is None:
             return
         snapshot = self.stats.snapshot()
-        self.metrics.set_in_flight(len(self._pending))
+        self.metrics.set_in_flight(len(self._replies))
         self.metrics.update(snapshot)
         with contextlib.suppress(aiomqtt.MqttError):
             await client.publish(
@@ -653,12 +547,3 @@ def _package_version() -> str:
         return importlib.metadata.version("camoffload")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"  # running from a checkout that was never installed
-
-
-def _correlation_id(message: aiomqtt.Message) -> str | None:
-    """The frame id from MQTT 5 correlation data, if the message carries it."""
-    data = getattr(message.properties, "CorrelationData", None)
-    if isinstance(data, bytes):
-        with contextlib.suppress(UnicodeDecodeError):
-            return data.decode()
-    return None

@@ -1,0 +1,56 @@
+"""A frame's final decision, and how a worker's reply maps onto one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge_node.local_model import LocalOutput
+from pipeline.protocol import Decision, ErrorCode, Reply, Result
+
+__all__ = ["BUSY_CODES", "Outcome", "decision_for", "with_local_answer"]
+
+BUSY_CODES = frozenset({ErrorCode.BUSY, ErrorCode.SHUTTING_DOWN})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A frame's final decision and what goes with it into the ledger and the event."""
+
+    decision: Decision
+    label: int | None = None
+    confidence: float | None = None
+    model: str | None = None
+    bytes_sent: int = 0
+    rtt_ms: float | None = None
+    detail: str | None = None
+
+
+def with_local_answer(
+    decision: Decision,
+    local: LocalOutput | None,
+    local_name: str | None,
+    *,
+    bytes_sent: int = 0,
+    detail: str | None = None,
+) -> Outcome:
+    """``decision`` carrying the local model's answer, when the edge has one."""
+    if local is None:
+        return Outcome(decision, bytes_sent=bytes_sent, detail=detail)
+    return Outcome(
+        decision,
+        label=local.label,
+        confidence=local.confidence,
+        model=local_name,
+        bytes_sent=bytes_sent,
+        detail=detail,
+    )
+
+
+def decision_for(reply: Reply) -> Decision:
+    if isinstance(reply, Result):
+        return Decision.CLOUD
+    if reply.code in BUSY_CODES:
+        return Decision.LOCAL_AFTER_BUSY
+    if reply.code is ErrorCode.EXPIRED:
+        return Decision.LOCAL_AFTER_TIMEOUT
+    return Decision.LOCAL_AFTER_ERROR
