@@ -158,7 +158,11 @@ def test_the_broker_going_away_mid_replay_loses_no_frame(fm_config: Config) -> N
                     while node.reconnects == 0:  # noqa: ASYNC110 - a counter, not an event
                         await asyncio.sleep(0.1)
                 cloud_before = node.ledger.counts().offloaded
-                await asyncio.sleep(1.0)  # answered by the cloud again
+                # The worker reconnects on its own backoff; until its status says it
+                # is back, the edge keeps frames local ("no worker online").
+                async with asyncio.timeout(30):
+                    while node.ledger.counts().offloaded <= cloud_before:  # noqa: ASYNC110
+                        await asyncio.sleep(0.1)
                 stop.set()
                 summary = await run
             return summary, node.reconnects, cloud_before
@@ -169,7 +173,7 @@ def test_the_broker_going_away_mid_replay_loses_no_frame(fm_config: Config) -> N
     _assert_every_frame_decided_once(summary, summary.captured)
     assert reconnects >= 1
     assert summary.offloaded > offloaded_before  # offloading resumed after the outage
-    assert summary.by_decision.get("cloud", 0) >= 40
+    assert summary.by_decision.get("cloud", 0) >= 20
     local = summary.by_decision.get("local", 0) + summary.by_decision.get("local-after-error", 0)
     assert local >= 10  # decided locally while the broker was away
     assert summary.accuracy is not None
