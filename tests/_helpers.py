@@ -75,3 +75,29 @@ def jpeg_request(
 async def next_message(c: aiomqtt.Client, timeout_s: float = 20) -> aiomqtt.Message:
     async with asyncio.timeout(timeout_s):
         return await anext(aiter(c.messages))
+
+
+class LoopLag:
+    """Samples event-loop lag (how late a 5 ms sleep wakes) until stopped; ``max_ms``."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _sample(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._done.is_set():
+            start = loop.time()
+            await asyncio.sleep(0.005)
+            self.lags.append(loop.time() - start - 0.005)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._sample())
+
+    async def stop(self) -> float:
+        """Stop sampling; the largest lag seen, in ms."""
+        self._done.set()
+        if self._task is not None:
+            await self._task
+        return max(self.lags) * 1000

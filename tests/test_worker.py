@@ -25,7 +25,7 @@ from pipeline.protocol import (
     decode_reply,
 )
 from pipeline.topics import request_properties
-from tests._helpers import client, jpeg_request, next_message, running_worker
+from tests._helpers import LoopLag, client, jpeg_request, next_message, running_worker
 
 
 def _reply(message: object) -> Result | ErrorReply:
@@ -199,15 +199,7 @@ def test_inference_does_not_block_the_event_loop(
     """
 
     async def scenario() -> tuple[float, float]:
-        lags: list[float] = []
-        done = asyncio.Event()
-
-        async def sampler() -> None:
-            loop = asyncio.get_running_loop()
-            while not done.is_set():
-                start = loop.time()
-                await asyncio.sleep(0.005)
-                lags.append(loop.time() - start - 0.005)
+        lag = LoopLag()
 
         topics = config.topics
         batched = dataclasses.replace(
@@ -215,7 +207,7 @@ def test_inference_does_not_block_the_event_loop(
         )
         async with running_worker(batched, classifier), client(config) as edge:
             await edge.subscribe(topics.results("cam-1"), qos=1)
-            sampling = asyncio.create_task(sampler())
+            lag.start()
             for i in range(16):
                 request = jpeg_request(frames[i % len(frames)], frame_id=f"lag{i}")
                 await edge.publish(topics.frames("cam-1"), request.to_bytes(), qos=1)
@@ -224,9 +216,8 @@ def test_inference_does_not_block_the_event_loop(
                 result = _reply(await next_message(edge))
                 assert isinstance(result, Result)
                 batch_ms = max(batch_ms, result.inference_ms)
-            done.set()
-            await sampling
-        return max(lags) * 1000, batch_ms
+            max_lag_ms = await lag.stop()
+        return max_lag_ms, batch_ms
 
     max_lag_ms, batch_ms = asyncio.run(scenario())
     assert batch_ms > 0

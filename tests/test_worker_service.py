@@ -35,7 +35,7 @@ from pipeline.protocol import (
     decode_reply,
 )
 from pipeline.training.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist
-from tests._helpers import client, jpeg_request, next_message, running_worker
+from tests._helpers import LoopLag, client, jpeg_request, next_message, running_worker
 
 pytestmark = pytest.mark.skipif(
     not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian dataset-fashion-mnist is not installed"
@@ -293,28 +293,19 @@ def test_loop_lag_stays_under_50ms_while_a_batch_of_64_runs(
     )
 
     async def scenario() -> tuple[float, list[Result | ErrorReply]]:
-        lags: list[float] = []
-        done = asyncio.Event()
-
-        async def sampler() -> None:
-            loop = asyncio.get_running_loop()
-            while not done.is_set():
-                start = loop.time()
-                await asyncio.sleep(0.005)
-                lags.append(loop.time() - start - 0.005)
+        lag = LoopLag()
 
         topics = cfg.topics
         async with running_worker(cfg, _fresh_classifier()), client(cfg) as edge:
             await edge.subscribe(topics.results("cam-1"), qos=1)
             payloads = [_request(fmnist_images[i], f"lag{i}").to_bytes() for i in range(128)]
-            sampling = asyncio.create_task(sampler())
+            lag.start()
             await asyncio.gather(
                 *(edge.publish(topics.frames("cam-1"), p, qos=1) for p in payloads)
             )
             replies = await _collect(edge, len(payloads))
-            done.set()
-            await sampling
-        return max(lags) * 1000, replies
+            max_lag_ms = await lag.stop()
+        return max_lag_ms, replies
 
     max_lag_ms, replies = asyncio.run(scenario())
     results = [r for r in replies if isinstance(r, Result)]
