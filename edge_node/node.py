@@ -43,7 +43,7 @@ from edge_node.policies import Route, make_policy
 from edge_node.replies import LinkLostError, ReplyRouter
 from edge_node.requests import build_request
 from edge_node.sources import CapturedFrame, FrameSource
-from edge_node.stats import EdgeStats, format_status_line
+from edge_node.stats import EdgeStats, EdgeStatsSnapshot, format_status_line
 from pipeline.config import Config
 from pipeline.errors import BrokerError, CodecError, ModelError, ProtocolError
 from pipeline.mqtt import backoff_delays, make_client, payload_bytes
@@ -479,9 +479,9 @@ class EdgeNode:
 
     # -- status ----------------------------------------------------------------------
 
-    def _status(self, *, online: bool) -> EdgeStatus:
+    def _status(self, *, online: bool, snap: EdgeStatsSnapshot | None = None) -> EdgeStatus:
         counts = self.ledger.counts()
-        snap = self.stats.snapshot()
+        snap = snap or self.stats.snapshot()
         return EdgeStatus(
             edge_id=self.edge_id,
             online=online,
@@ -510,17 +510,19 @@ class EdgeNode:
         for topic, payload in messages:
             await client.publish(topic, payload, qos=1, retain=True)
 
-    async def _publish_status(self, *, online: bool) -> None:
+    async def _publish_status(
+        self, *, online: bool, snapshot: EdgeStatsSnapshot | None = None
+    ) -> None:
         client = self._client
         if client is None:
             return
-        snapshot = self.stats.snapshot()
+        snapshot = snapshot or self.stats.snapshot()
         self.metrics.set_in_flight(len(self._replies))
         self.metrics.update(snapshot)
         with contextlib.suppress(aiomqtt.MqttError):
             await client.publish(
                 self._topics.edge_status(self.edge_id),
-                self._status(online=online).to_bytes(),
+                self._status(online=online, snap=snapshot).to_bytes(),
                 qos=1,
                 retain=True,
             )
@@ -537,9 +539,11 @@ class EdgeNode:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self._cfg.status_interval_s)
+            # One snapshot per interval for the console line, the status and the metrics.
+            snapshot = self.stats.snapshot()
             if self._on_status is not None:
-                self._on_status(format_status_line(self.stats.snapshot()))
-            await self._publish_status(online=True)
+                self._on_status(format_status_line(snapshot))
+            await self._publish_status(online=True, snapshot=snapshot)
 
 
 def _package_version() -> str:
