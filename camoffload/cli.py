@@ -1,4 +1,5 @@
-"""The ``camoffload`` command: broker, worker, edge, demo, train and profile."""
+"""The ``camoffload`` command: broker, worker, edge, demo, replay, eval, link,
+train, profile and ledger."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from collections.abc import Sequence
 
 from camoffload import __version__
 from camoffload.broker_commands import add_broker_command, run_broker_command
+from camoffload.eval_commands import add_eval_command, run_eval_command
 from camoffload.ledger_commands import add_ledger_command, run_ledger_command
 from camoffload.lifecycle import run_with_signals
+from camoffload.link_commands import add_link_command, run_link_command
 from camoffload.model_commands import add_model_commands, run_profile, run_train
 from camoffload.report import format_summary
 from pipeline.config import Config, load_config
@@ -62,6 +65,11 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any free)"
     )
+    group.add_argument(
+        "--slowdown",
+        type=float,
+        help="worker.slowdown: each batch takes this many times as long (load emulation)",
+    )
 
 
 def _edge_options(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +97,7 @@ _FLAG_SETTINGS = {
     "max_wait_ms": "worker.max_wait_ms",
     "max_queue": "worker.max_queue",
     "metrics_port": "worker.metrics_port",
+    "slowdown": "worker.slowdown",
     "edge_id": "edge.edge_id",
     "cloud_model": "edge.model",
     "local_model": "edge.local_model",
@@ -135,6 +144,37 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="local broker to start when --broker is not given (auto: mosquitto if installed)",
     )
+    p = sub.add_parser(
+        "replay",
+        help="replay a video, image folder or data set through the pipeline, with progress",
+        description="Replay a recorded source through broker, workers and an edge, with a "
+        "progress bar and live status; every frame lands in the ledger file, then a summary. "
+        "Starts a local broker and one worker unless --broker is given.",
+    )
+    _common(p)
+    p.add_argument("source", help="video file, image folder or fashion-mnist[:test][:N]")
+    p.add_argument("--frames", type=int, default=None, help="stop after N frames")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="workers to start (default: 1 on a started broker, 0 with --broker)",
+    )
+    p.add_argument(
+        "--link",
+        help="emulate a link between edge and broker: a preset (see `camoffload link "
+        "--help`) or a spec such as rate=2mbit,delay=40ms",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--broker-kind",
+        choices=["auto", "mosquitto", "embedded"],
+        default="auto",
+        help="local broker to start when --broker is not given",
+    )
+    _edge_options(p)
+    add_eval_command(sub)
+    add_link_command(sub)
     add_model_commands(sub)
     add_ledger_command(sub)
     return parser
@@ -222,6 +262,29 @@ def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
     return run_with_signals(main)
 
 
+def _cmd_replay(config: Config, args: argparse.Namespace) -> int:
+    from camoffload.replay import ReplayOptions, run_replay
+
+    options = ReplayOptions(
+        source=args.source,
+        frames=args.frames,
+        broker_url=args.broker_url,
+        broker_kind=args.broker_kind,
+        workers=args.workers,
+        link=args.link,
+        progress=not args.no_progress,
+    )
+
+    async def main(stop: asyncio.Event) -> int:
+        outcome = await run_replay(config, options, stop=stop)
+        title = f"camoffload replay: {args.source} via {outcome.broker}"
+        print(format_summary(outcome.summary, title=title))
+        print(f"ledger                {outcome.ledger_path}", flush=True)
+        return 0
+
+    return run_with_signals(main)
+
+
 def _errors(exc: BaseException) -> list[CamoffloadError]:
     if isinstance(exc, CamoffloadError):
         return [exc]
@@ -245,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_profile(args)
         if args.command == "ledger":
             return run_ledger_command(args)
+        if args.command == "eval":
+            return run_eval_command(args, argv)
+        if args.command == "link":
+            return run_link_command(args)
         config = _load(args)
         if args.validate_config:
             _print_config(config)
@@ -253,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_worker(config)
         if args.command == "edge":
             return _cmd_edge(config, args)
+        if args.command == "replay":
+            return _cmd_replay(config, args)
         return _cmd_demo(config, args)
     except asyncio.CancelledError:
         logger.warning("aborted")

@@ -6,6 +6,9 @@ nv_inference_count                       camoffload_worker_inferences_total
 nv_inference_exec_count                  camoffload_worker_batches_total
 nv_inference_queue_duration_us           camoffload_worker_queue_duration_seconds
 nv_inference_compute_infer_duration_us   camoffload_worker_compute_duration_seconds
+                                         camoffload_worker_event_loop_lag_seconds
+                                         process_resident_memory_bytes (and the rest
+                                         of Prometheus's process collector)
 
 Average batch size = rate(inferences_total) / rate(batches_total). Each worker has its
 own registry, so two workers in one process (tests, benchmarks) never share counters.
@@ -17,8 +20,16 @@ import logging
 import threading
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
+from pipeline.looplag import LAG_BUCKETS_S
 from pipeline.protocol import ErrorCode
 
 __all__ = ["WorkerMetrics"]
@@ -70,6 +81,15 @@ class WorkerMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         ).labels(**labels)
+        self.loop_lag = Histogram(
+            "camoffload_worker_event_loop_lag_seconds",
+            "How late the worker's event loop woke a sleeping task (a blocked loop shows here)",
+            names,
+            buckets=LAG_BUCKETS_S,
+            registry=self.registry,
+        ).labels(**labels)
+        # process_resident_memory_bytes, CPU seconds, open fds: what a soak watches.
+        ProcessCollector(registry=self.registry)
         self.queue_depth = Gauge(
             "camoffload_worker_queue_depth", "Requests waiting", names, registry=self.registry
         ).labels(**labels)

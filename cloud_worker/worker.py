@@ -39,6 +39,7 @@ from cloud_worker.stats import WorkerStats
 from pipeline.config import Config
 from pipeline.errors import ProtocolError, TransportError
 from pipeline.inference import Classifier
+from pipeline.looplag import watch_loop_lag
 from pipeline.mqtt import (
     DEFAULT_INCOMING_QUEUE,
     connect_with_retry,
@@ -106,6 +107,9 @@ class CloudWorker:
         # The first connection must come within connect_timeout_s (a wrong address is a
         # clear error); after that a lost broker is waited for as long as it takes.
         give_up_after_s = self._config.broker.connect_timeout_s
+        lag = asyncio.create_task(
+            watch_loop_lag(self.metrics.loop_lag.observe), name=f"{self.worker_id}-loop-lag"
+        )
         try:
             while True:
                 try:
@@ -120,6 +124,7 @@ class CloudWorker:
                 else:
                     return
         finally:
+            await cancel_and_wait([lag])
             executor.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(self.metrics.close)
 
@@ -399,7 +404,9 @@ class CloudWorker:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         started = time.monotonic()
-        future = loop.run_in_executor(executor, process_batch, live, classifier, self.worker_id)
+        future = loop.run_in_executor(
+            executor, _process_batch_slowed, live, classifier, self.worker_id, self._cfg.slowdown
+        )
         try:
             replies = await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -460,3 +467,15 @@ class CloudWorker:
         await self._flush_replies()
         await self._publish_status(client, online=False)
         logger.info("worker %s offline", self.worker_id)
+
+
+def _process_batch_slowed(
+    live: list[Pending], classifier: Classifier, worker_id: str, slowdown: float
+) -> list[tuple[ReplyTarget, Reply]]:
+    """``process_batch``, then hold the inference thread ``slowdown - 1`` times as long
+    again (``worker.slowdown``): the whole batch path, timings and queue, slows alike."""
+    started = time.monotonic()
+    replies = process_batch(live, classifier, worker_id)
+    if slowdown > 1.0:
+        time.sleep((slowdown - 1.0) * (time.monotonic() - started))
+    return replies

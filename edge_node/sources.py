@@ -93,6 +93,13 @@ class VideoSource:
             raise SourceError(f"cannot open video source {self.name!r}")
         self.fps = fps if fps > 0 else None
         self._index = 0
+        count = 0 if self.live else int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self._frame_count = max(0, count)
+
+    def __length_hint__(self) -> int:
+        """Frames left, from the container's header (0: unknown, or live). A progress
+        bar's estimate only: a truncated file ends sooner."""
+        return max(0, self._frame_count - self._index)
 
     def read(self) -> CapturedFrame | None:
         # A truncated file reads up to where its data stops, then ok is False: the end.
@@ -126,6 +133,10 @@ class ImageFolderSource:
         self._next = 0
         self._index = 0
         self.skipped = 0
+
+    def __length_hint__(self) -> int:
+        """Images left (unreadable ones are skipped, so maybe fewer frames)."""
+        return len(self._paths) - self._next
 
     def read(self) -> CapturedFrame | None:
         while self._next < len(self._paths):

@@ -244,9 +244,15 @@ class WorkerConfig:
     # On SIGINT/SIGTERM, finish queued frames for at most this long before answering
     # the rest ``shutting_down``.
     drain_timeout_s: float = 10.0
+    # Load emulation's documented fallback: each batch's compute takes this many times
+    # as long (the inference thread sleeps the difference), like a slower or shared
+    # server. Real contention (extra edges, ``camoffload eval`` loads) is preferred.
+    slowdown: float = 1.0
 
     def __post_init__(self) -> None:
         validate_level(self.worker_id, "worker.worker_id")
+        if not 1.0 <= self.slowdown <= 1000.0:
+            raise ConfigError("worker.slowdown must be 1-1000", key="worker.slowdown")
         validate_level(self.group, "worker.group")
         _check_qos(self.qos, "worker.qos")
         _check_positive(

@@ -1,0 +1,221 @@
+"""What a suite's cells add up to: the seed paper's figure next to ours.
+
+Each suite names one analysis:
+
+* ``crossover`` (seed study): per link and server load, the strategy with the best
+  timely accuracy (correct within the latency objective; ties go to the lower p95);
+  the crossover is shown when the winner changes with load or link.
+* ``partition`` (Neurosurgeon): per condition, the fastest partition point (all local,
+  each split, all cloud) by median latency, and its speed-up over cloud-only.
+* ``coverage`` (hybrid models): accuracy against the share answered locally.
+* ``savings`` (Gompertz): every strategy against the first one (the baseline): bytes,
+  median latency and accuracy.
+
+Cells are plain dicts as stored in cells.jsonl, so a report can be re-rendered from a
+results folder without rerunning anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Finding", "analyse", "condition_of"]
+
+Cells = Sequence[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class Finding:
+    """A headline (markdown lines), an optional table, and a yes/no verdict."""
+
+    headline: list[str] = field(default_factory=list)
+    table: list[str] = field(default_factory=list)
+    verdict: bool | None = None
+
+
+def condition_of(cell: dict[str, Any], *, with_data: bool) -> str:
+    parts = [cell["load"], cell["link"]]
+    if with_data:
+        parts.insert(0, cell["data"])
+    return " / ".join(parts)
+
+
+def _groups(cells: Cells) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for cell in cells:
+        groups.setdefault((cell["data"], cell["load"], cell["link"]), []).append(cell)
+    return groups
+
+
+def analyse(kind: str, cells: Cells, *, slo_ms: float) -> Finding:
+    if kind == "crossover":
+        return _crossover(cells, slo_ms)
+    if kind == "partition":
+        return _partition(cells)
+    if kind == "coverage":
+        return _coverage(cells)
+    if kind == "savings":
+        return _savings(cells)
+    return Finding()
+
+
+def _winner(group: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(group, key=lambda c: (round(c["timely_accuracy"], 4), -c["latency_p95_ms"]))
+
+
+def _crossover(cells: Cells, slo_ms: float) -> Finding:
+    finding = Finding()
+    groups = _groups(cells)
+    winners = {key: _winner(group) for key, group in groups.items()}
+    datas = sorted({k[0] for k in groups})
+    loads = list(dict.fromkeys(k[1] for k in groups))
+    links = list(dict.fromkeys(k[2] for k in groups))
+    changes: list[str] = []
+    for data in datas:
+        finding.table += [
+            f"Winner by timely accuracy (correct within {slo_ms:.0f} ms), data {data}:",
+            "",
+            "| link \\ server | " + " | ".join(loads) + " |",
+            "|---|" + "---|" * len(loads),
+        ]
+        for link in links:
+            row = []
+            for load in loads:
+                w = winners.get((data, load, link))
+                row.append(
+                    "—"
+                    if w is None
+                    else f"**{w['strategy']}** ({w['timely_accuracy']:.1%}, "
+                    f"p95 {w['latency_p95_ms']:.0f} ms)"
+                )
+            finding.table.append(f"| {link} | " + " | ".join(row) + " |")
+            names = [
+                winners[(data, load, link)]["strategy"]
+                for load in loads
+                if (data, load, link) in winners
+            ]
+            if len(set(names)) > 1:
+                changes.append(
+                    f"on the {link} link the winner goes "
+                    + " → ".join(
+                        f"{name} ({load})" for name, load in zip(names, loads, strict=True)
+                    )
+                )
+        finding.table.append("")
+        for load in loads:
+            names = [
+                winners[(data, load, link)]["strategy"]
+                for link in links
+                if (data, load, link) in winners
+            ]
+            if len(set(names)) > 1:
+                changes.append(
+                    f"with the {load} server the winner goes "
+                    + " → ".join(
+                        f"{name} ({link})" for name, link in zip(names, links, strict=True)
+                    )
+                )
+    finding.verdict = bool(changes)
+    if changes:
+        finding.headline.append("**Crossover shown:** " + "; ".join(changes) + ".")
+    else:
+        only = {w["strategy"] for w in winners.values()}
+        finding.headline.append(
+            f"**No crossover:** {', '.join(sorted(only))} wins under every load and link "
+            "measured here."
+        )
+    return finding
+
+
+def _partition(cells: Cells) -> Finding:
+    finding = Finding()
+    ratios: list[float] = []
+    finding.table += [
+        "| condition | fastest point | p50 ms | cloud-only p50 ms | local-only p50 ms "
+        "| speed-up over cloud-only |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for (data, load, link), group in _groups(cells).items():
+        best = min(group, key=lambda c: c["latency_p50_ms"])
+        cloud = next((c for c in group if c["strategy"] == "cloud-only"), None)
+        local = next((c for c in group if c["strategy"] == "local-only"), None)
+        ratio = cloud["latency_p50_ms"] / best["latency_p50_ms"] if cloud else None
+        if ratio is not None:
+            ratios.append(ratio)
+        finding.table.append(
+            f"| {data} / {load} / {link} | {best['strategy']} | {best['latency_p50_ms']:.1f} | "
+            + (f"{cloud['latency_p50_ms']:.1f}" if cloud else "—")
+            + " | "
+            + (f"{local['latency_p50_ms']:.1f}" if local else "—")
+            + " | "
+            + (f"{ratio:.2f}x" if ratio is not None else "—")
+            + " |"
+        )
+    fastest = {
+        min(g, key=lambda c: c["latency_p50_ms"])["strategy"] for g in _groups(cells).values()
+    }
+    if ratios:
+        mean = sum(ratios) / len(ratios)
+        finding.headline.append(
+            f"**Choosing the partition point per condition:** {mean:.2f}x average "
+            f"({max(ratios):.2f}x max) lower median latency than cloud-only, over "
+            f"{len(ratios)} conditions (paper: 3.1x average, 40.7x max)."
+        )
+        finding.verdict = mean > 1.0
+        if fastest == {"local-only"}:
+            finding.headline.append(
+                "All on the edge is fastest everywhere, so no partition is ever chosen: "
+                "the speed-up is local-only's over cloud-only, which depends on how "
+                "slow the edge device is. Where the edge is as fast as the server (the "
+                "same CPU, in these runs), any network makes offloading slower; the "
+                "paper's phones were several times slower than its server."
+            )
+    return finding
+
+
+def _coverage(cells: Cells) -> Finding:
+    finding = Finding()
+    finding.table += [
+        "| condition | strategy | answered locally | accuracy | timely accuracy |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for (data, load, link), group in _groups(cells).items():
+        for c in sorted(group, key=lambda c: -c["local_share"]):
+            finding.table.append(
+                f"| {data} / {load} / {link} | {c['strategy']} | {c['local_share']:.1%} | "
+                f"{c['accuracy']:.2%} | {c['timely_accuracy']:.2%} |"
+            )
+    return finding
+
+
+def _savings(cells: Cells) -> Finding:
+    finding = Finding()
+    finding.table += [
+        "| condition | strategy vs baseline | bytes/frame | fewer bytes | p50 ms | "
+        "p50 change | accuracy | accuracy change |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    verdicts = []
+    for (data, load, link), group in _groups(cells).items():
+        base = group[0]
+        for c in group[1:]:
+            fewer = (
+                1 - c["bytes_per_frame"] / base["bytes_per_frame"]
+                if base["bytes_per_frame"]
+                else 0.0
+            )
+            faster = (
+                c["latency_p50_ms"] / base["latency_p50_ms"] - 1 if base["latency_p50_ms"] else 0.0
+            )
+            gain = c["accuracy"] - base["accuracy"]
+            verdicts.append(fewer >= 0.5 and faster < 0 and gain >= 0)
+            finding.table.append(
+                f"| {data} / {load} / {link} | {c['strategy']} vs {base['strategy']} | "
+                f"{c['bytes_per_frame']:.0f} | {fewer:.1%} | {c['latency_p50_ms']:.1f} | "
+                f"{faster:+.1%} | {c['accuracy']:.2%} | {gain * 100:+.2f} pt |"
+            )
+    if verdicts:
+        finding.verdict = all(verdicts)
+    return finding

@@ -1,0 +1,111 @@
+"""``camoffload eval``: run an experiment suite, render its report, publish it.
+
+camoffload eval --list
+camoffload eval --suite seed-study [--quick] [--out DIR] [--broker URL]
+                [--publish docs/results.md]
+camoffload eval --report DIR [--publish docs/results.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shlex
+import sys
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+
+from camoffload.lifecycle import run_with_signals
+
+__all__ = ["add_eval_command", "run_eval_command"]
+
+
+def add_eval_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="run an experiment suite through the real broker and write a report",
+        description="Run a declared experiment matrix (strategies x links x server loads "
+        "x data) through a real broker, real workers and a real edge; store raw results "
+        "and render a report with tables and plots.",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--suite", help="a built-in suite name or a suite .toml file")
+    what.add_argument("--report", type=Path, metavar="DIR", help="re-render DIR's report")
+    what.add_argument("--list", action="store_true", help="list the built-in suites")
+    p.add_argument("--quick", action="store_true", help="the suite's [quick] settings")
+    p.add_argument("--out", type=Path, help="results folder (default results/SUITE-TIME)")
+    p.add_argument("--broker", dest="broker_url", help="use this broker instead of starting one")
+    p.add_argument(
+        "--publish",
+        type=Path,
+        metavar="RESULTS_MD",
+        help="also write the suite's section of this markdown file (docs/results.md)",
+    )
+    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def run_eval_command(args: argparse.Namespace, argv: list[str]) -> int:
+    from camoffload.eval.report import publish, render_report
+    from camoffload.eval.suite import builtin_suites, load_suite
+
+    if args.list:
+        for name, text in sorted(builtin_suites().items()):
+            title = tomllib.loads(text).get("title", "")
+            print(f"{name:16} {title}")
+        return 0
+    if args.report is not None:
+        folder = args.report
+    else:
+        suite = load_suite(args.suite, quick=args.quick)
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        folder = args.out or Path("results") / f"{suite.name}-{stamp}"
+        command = "camoffload " + shlex.join(_without_out(argv))
+        print(f"camoffload eval: {suite.name}, {suite.size} cells -> {folder}", flush=True)
+
+        async def main(stop: asyncio.Event) -> int:
+            from camoffload.eval.runner import run_suite
+
+            def say(line: str) -> None:
+                print(line, file=sys.stderr, flush=True)
+
+            running = asyncio.create_task(
+                run_suite(suite, folder, broker_url=args.broker_url, command=command, progress=say)
+            )
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not running.done():
+                # Stop now: the cells so far stay in the folder; processes are stopped.
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+                print(f"camoffload eval: stopped; partial results in {folder}", file=sys.stderr)
+                return 130
+            running.result()
+            return 0
+
+        code = run_with_signals(main)
+        if code != 0:
+            return code
+    report = render_report(folder)
+    print(f"report: {report}")
+    if args.publish is not None:
+        images = publish(folder, args.publish)
+        print(f"published: {args.publish} (plots in {images})")
+    return 0
+
+
+def _without_out(argv: list[str]) -> list[str]:
+    """The command as typed, less ``--out DIR``: the folder is one run's own."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not arg.startswith("--out="):
+            kept.append(arg)
+    return kept
