@@ -1,4 +1,4 @@
-"""The ``camoffload`` command: broker, worker, edge, demo, replay, eval, link,
+"""The ``camoffload`` command: broker, worker, edge, demo, replay, eval, link, calibrate,
 train, profile and ledger."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from camoffload import __version__
 from camoffload.broker_commands import add_broker_command, run_broker_command
+from camoffload.calibrate_commands import add_calibrate_command, run_calibrate_command
 from camoffload.eval_commands import add_eval_command, run_eval_command
 from camoffload.ledger_commands import add_ledger_command, run_ledger_command
 from camoffload.lifecycle import run_with_signals
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     _edge_options(p)
     add_eval_command(sub)
     add_link_command(sub)
+    add_calibrate_command(sub)
     add_model_commands(sub)
     add_ledger_command(sub)
     return parser
@@ -312,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_eval_command(args, argv)
         if args.command == "link":
             return run_link_command(args)
+        if args.command == "calibrate":
+            return run_calibrate_command(args)
         config = _load(args)
         if args.validate_config:
             _print_config(config)

@@ -3,7 +3,7 @@
 Runs in the worker's inference thread, never on the event loop. A batch may mix the
 three kinds of request; each kind (and each split point) runs as its own forward pass:
 
-    image   a JPEG frame, or raw uint8 pixels (height, width, 1 or 3)
+    image   a JPEG frame (full or abbreviated), or raw uint8 pixels (height, width, 1 or 3)
     input   a raw float tensor already normalised to the model's (channels, h, w)
     split   an early-exit edge part's activation, continued from ``split_stage``
 
@@ -20,7 +20,7 @@ from typing import cast
 
 import numpy as np
 
-from pipeline.codecs import Image, decode_jpeg, tensor_from_bytes
+from pipeline.codecs import Image, decode_jpeg, decode_jpeg_abbreviated, tensor_from_bytes
 from pipeline.errors import CodecError, ModelError
 from pipeline.inference import Classifier, Prediction
 from pipeline.protocol import (
@@ -56,6 +56,12 @@ def _group_and_decode(request: FrameRequest, classifier: Classifier) -> tuple[in
     """(group key, decoded array) of one request; :class:`CodecError` if unusable."""
     if request.codec is PayloadCodec.JPEG:
         return _IMAGE, decode_jpeg(request.payload, expected_shape=request.shape)
+    if request.codec is PayloadCodec.JPEG_ABBREV:
+        assert request.quality is not None  # FrameRequest guarantees it for jpeg kinds
+        height, width, channels = request.shape  # FrameRequest checked (h, w, 1 or 3)
+        return _IMAGE, decode_jpeg_abbreviated(
+            request.payload, request.quality, expected_shape=(height, width, channels)
+        )
     if request.codec is PayloadCodec.RAW:
         if request.dtype is TensorDType.UINT8:
             if len(request.shape) != 3 or request.shape[2] not in (1, 3):

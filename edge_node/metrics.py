@@ -9,6 +9,8 @@ camoffload_edge_bytes_sent_total          request bytes published to the broker
 camoffload_edge_rtt_seconds               histogram: publish to reply, answered frames
 camoffload_edge_in_flight                 frames offloaded and not yet decided
 camoffload_edge_offload_share             offloaded / decided over the stats window
+camoffload_edge_event_loop_lag_seconds    histogram: how late the loop woke a sleeper
+process_resident_memory_bytes             and the rest of the process collector
 ========================================  ===========================================
 
 Every series carries the label ``edge``. The offload share over any range is also
@@ -25,9 +27,17 @@ import math
 import threading
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 from edge_node.stats import EdgeStatsSnapshot
+from pipeline.looplag import LAG_BUCKETS_S
 from pipeline.protocol import Decision
 
 __all__ = ["EdgeMetrics"]
@@ -75,6 +85,15 @@ class EdgeMetrics:
             buckets=_RTT_BUCKETS,
             registry=self.registry,
         ).labels(edge=edge_id)
+        self.loop_lag = Histogram(
+            "camoffload_edge_event_loop_lag_seconds",
+            "How late the edge's event loop woke a sleeping task (a blocked loop shows here)",
+            names,
+            buckets=LAG_BUCKETS_S,
+            registry=self.registry,
+        ).labels(edge=edge_id)
+        # process_resident_memory_bytes, CPU seconds, open fds: what a soak watches.
+        ProcessCollector(registry=self.registry)
         self._in_flight = Gauge(
             "camoffload_edge_in_flight",
             "Frames offloaded and waiting for their decision",

@@ -24,6 +24,7 @@ import importlib.metadata
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from functools import partial
 
@@ -31,6 +32,7 @@ import aiomqtt
 from aiomqtt import Will
 
 from edge_node.backpressure import OffloadGovernor
+from edge_node.estimators import LinkEstimator, WorkerLoad
 from edge_node.homeassistant import discovery_messages, ha_state_topic, state_payload
 from edge_node.ledger import Ledger, LedgerSummary
 from edge_node.live import DroppedFrame, LatestFrameReader
@@ -40,17 +42,26 @@ from edge_node.motion import MotionGate, load_mask
 from edge_node.outcomes import BUSY_CODES, Outcome, decision_for, with_local_answer
 from edge_node.pacing import Pacer, frames_per_second
 from edge_node.policies import Route, make_policy
+from edge_node.quality import (
+    Conditions,
+    FixedQuality,
+    QualityChoice,
+    QualityPolicy,
+    make_quality_policy,
+)
 from edge_node.replies import LinkLostError, ReplyRouter
 from edge_node.requests import build_request
 from edge_node.sources import CapturedFrame, FrameSource
 from edge_node.stats import EdgeStats, EdgeStatsSnapshot, format_status_line
 from pipeline.config import Config
 from pipeline.errors import BrokerError, CodecError, ModelError, ProtocolError
+from pipeline.looplag import watch_loop_lag
 from pipeline.mqtt import backoff_delays, make_client, payload_bytes
 from pipeline.protocol import (
     Decision,
     EdgeStatus,
     Event,
+    PayloadCodec,
     Result,
     WorkerStatus,
 )
@@ -89,6 +100,14 @@ class EdgeNode:
         self._run_token = secrets.token_hex(4)  # frame ids stay unique across restarts
         self._client: aiomqtt.Client | None = None
         self.governor = OffloadGovernor()
+        # How much of each offloaded frame to send (edge.quality_policy), and what it
+        # is chosen from: the link as measured by answered offloads, the workers' load.
+        self.quality: QualityPolicy = FixedQuality(self._cfg.jpeg_quality)
+        link_prior = None if self._cfg.link_kbps is None else self._cfg.link_kbps * 125.0
+        self.link = LinkEstimator(prior_bytes_per_s=link_prior)
+        self.worker_load = WorkerLoad()
+        self.quality_choices: Counter[str] = Counter()  # "jpeg-abbrev q50 x1" -> frames
+        self._overhead_bytes = 0.0  # envelope + topic beyond the payload, last seen
         self.stats = EdgeStats()
         self.metrics = EdgeMetrics(self.edge_id)
         self.metrics_port: int | None = None  # bound port once the endpoint is up
@@ -122,6 +141,7 @@ class EdgeNode:
             self.metrics_port = self.metrics.serve(self._cfg.metrics_port, self._cfg.metrics_addr)
         connected = asyncio.Event()
         link = asyncio.create_task(self._link(connected), name="edge-link")
+        lag = asyncio.create_task(watch_loop_lag(self.metrics.loop_lag.observe), name="edge-lag")
         try:
             await self._wait_first_connection(link, connected)
             status = asyncio.create_task(self._status_loop(), name="edge-status")
@@ -131,7 +151,7 @@ class EdgeNode:
                 await cancel_and_wait([status])
             await self._publish_status(online=False)
         finally:
-            await cancel_and_wait([link])
+            await cancel_and_wait([link, lag])
             await asyncio.to_thread(self.metrics.close)
         return self.ledger.summary()
 
@@ -146,6 +166,9 @@ class EdgeNode:
             raise ModelError(
                 "payload 'tensor' needs an early-exit local model (e.g. fmnist_exit_resnet)"
             )
+        if cfg.quality_policy != "fixed":
+            split = self._local.split if self._local else None
+            self.quality = await asyncio.to_thread(make_quality_policy, cfg, local_split=split)
 
     async def _wait_first_connection(
         self, link: asyncio.Task[None], connected: asyncio.Event
@@ -225,6 +248,7 @@ class EdgeNode:
             logger.warning("edge %s: bad worker status on %s: %s", self.edge_id, message.topic, exc)
             return
         self.governor.on_worker_status(status)
+        self.worker_load.on_status(status)
 
     # -- capture and decisions -----------------------------------------------------
 
@@ -316,6 +340,11 @@ class EdgeNode:
             outcome = with_local_answer(Decision.LOCAL, local, local_name)
             await self._finish(frame_id, seq, outcome, local=local)
             return None
+        choice = self._choose_quality(frame, local)
+        if not choice.offload:
+            outcome = with_local_answer(Decision.LOCAL, local, local_name, detail=choice.reason)
+            await self._finish(frame_id, seq, outcome, local=local)
+            return None
         hold = self.governor.hold_reason()
         if self._client is None:
             hold = "broker unreachable"
@@ -332,7 +361,19 @@ class EdgeNode:
                 outcome = with_local_answer(Decision.LOCAL, local, local_name, detail=hold)
                 await self._finish(frame_id, seq, outcome, local=local)
             return None
-        return self._offload(frame_id, seq, frame, local)
+        return self._offload(frame_id, seq, frame, local, choice)
+
+    def _choose_quality(self, frame: CapturedFrame, local: LocalOutput | None) -> QualityChoice:
+        """Ask the quality policy (JPEG payloads only; others go as they are)."""
+        if self._cfg.payload != "jpeg":
+            return QualityChoice(True, PayloadCodec.JPEG, self._cfg.jpeg_quality, 1.0, None, "")
+        conditions = Conditions(
+            time_left_ms=self._cfg.deadline_ms - (time.time() - frame.capture_ts) * 1000,
+            link=self.link.estimate(),
+            worker_ms=self.worker_load.estimated_ms(),
+            overhead_bytes=self._overhead_bytes,
+        )
+        return self.quality.choose(local, conditions)
 
     def _motion_gate_skips(self, frame: CapturedFrame) -> bool:
         threshold = self._cfg.motion_threshold
@@ -346,7 +387,12 @@ class EdgeNode:
         return not self._motion.check(frame.image).moving
 
     async def _offload(
-        self, frame_id: str, seq: int, frame: CapturedFrame, local: LocalOutput | None
+        self,
+        frame_id: str,
+        seq: int,
+        frame: CapturedFrame,
+        local: LocalOutput | None,
+        choice: QualityChoice,
     ) -> None:
         loop = asyncio.get_running_loop()
         future = self._replies.expect(frame_id)
@@ -366,12 +412,20 @@ class EdgeNode:
                     local=local,
                     split=self._local.split if self._local else None,
                     payload=cfg.payload,
-                    jpeg_quality=cfg.jpeg_quality,
+                    jpeg_quality=choice.quality,
                     deadline_ms=cfg.deadline_ms,
                     model=cfg.model,
+                    jpeg_codec=choice.codec,
+                    scale=choice.scale,
                 )
             )
             data = request.to_bytes()
+            if request.codec.is_jpeg:
+                self.quality_choices[
+                    f"{choice.codec.value} q{choice.quality} x{choice.scale:g}"
+                ] += 1
+            topic = self._topics.frames(self.edge_id)
+            self._overhead_bytes = len(data) - len(request.payload) + len(topic)
             client = self._connected_client()
             properties = None
             if self._mqtt5:
@@ -379,13 +433,13 @@ class EdgeNode:
                     self._topics.results(self.edge_id), frame_id.encode()
                 )
             sent_mono = time.monotonic()
-            await client.publish(
-                self._topics.frames(self.edge_id), data, qos=self._cfg.qos, properties=properties
-            )
-            bytes_sent = len(data)
+            # The deadline covers the publish too: on a saturated link a QoS 1 publish
+            # waits for its PUBACK behind everything queued ahead of it.
             async with asyncio.timeout_at(
                 loop.time() + max(0.0, request.deadline_ts - time.time())
             ):
+                bytes_sent = len(data)
+                await client.publish(topic, data, qos=self._cfg.qos, properties=properties)
                 reply = await future
         except TimeoutError:
             outcome = with_local_answer(
@@ -404,6 +458,11 @@ class EdgeNode:
             rtt_ms = (time.monotonic() - sent_mono) * 1000
             if isinstance(reply, Result):
                 self.governor.on_answer()
+                self.link.record(
+                    message_bytes=bytes_sent,
+                    rtt_ms=rtt_ms,
+                    worker_ms=reply.queue_ms + reply.decode_ms + reply.inference_ms,
+                )
                 outcome = Outcome(
                     Decision.CLOUD,
                     label=reply.label,

@@ -6,16 +6,28 @@ Synchronous (JPEG encoding and copying a frame's bytes are CPU work): the node c
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
+
+import cv2
 
 from edge_node.local_model import LocalOutput
 from edge_node.sources import CapturedFrame
-from pipeline.codecs import encode_jpeg
+from pipeline.codecs import Image, encode_jpeg, encode_jpeg_abbreviated
 from pipeline.protocol import FrameRequest, PayloadCodec, TensorDType
 
-__all__ = ["build_request"]
+__all__ = ["build_request", "scaled"]
 
 Payload = Literal["jpeg", "raw", "tensor"]
+
+
+def scaled(image: Image, scale: float) -> Image:
+    """``image`` at ``scale`` of its resolution (area interpolation; at least 8 px)."""
+    if scale >= 1.0:
+        return image
+    height, width = image.shape[:2]
+    size = (max(8, round(width * scale)), max(8, round(height * scale)))
+    out = cast(Image, cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+    return out[:, :, None] if image.ndim == 3 and out.ndim == 2 else out
 
 
 def build_request(
@@ -30,7 +42,11 @@ def build_request(
     jpeg_quality: int,
     deadline_ms: float,
     model: str,
+    jpeg_codec: PayloadCodec = PayloadCodec.JPEG,
+    scale: float = 1.0,
 ) -> FrameRequest:
+    """The request for ``frame``; a JPEG payload is ``jpeg_codec`` (full or abbreviated)
+    at ``jpeg_quality``, of the frame scaled by ``scale`` (the worker resizes it)."""
     fields: dict[str, object]
     if payload == "tensor":
         if local is None or local.activation is None or split is None:
@@ -51,12 +67,14 @@ def build_request(
             "payload": frame.image.tobytes(),
         }
     else:
+        image = scaled(frame.image, scale)
+        encode = encode_jpeg_abbreviated if jpeg_codec is PayloadCodec.JPEG_ABBREV else encode_jpeg
         fields = {
-            "codec": PayloadCodec.JPEG,
+            "codec": jpeg_codec,
             "quality": jpeg_quality,
-            "shape": tuple(frame.image.shape),
+            "shape": tuple(image.shape) if image.ndim == 3 else (*image.shape, 1),
             "dtype": TensorDType.UINT8,
-            "payload": encode_jpeg(frame.image, jpeg_quality),
+            "payload": encode(image, jpeg_quality),
         }
     return FrameRequest(
         frame_id=frame_id,

@@ -1,10 +1,22 @@
-"""Image payload codecs (real JPEG via OpenCV) and raw-tensor packing.
+"""Image payload codecs (real JPEG via OpenCV), abbreviated JPEG, and raw-tensor packing.
+
+An *abbreviated* JPEG (``jpeg-abbrev`` on the wire) is a baseline JPEG with its table
+segments (DQT, DHT) and its JFIF APP0 header left out. libjpeg (and so OpenCV) encodes
+with the JPEG standard's Annex K quantisation tables scaled by the IJG quality formula
+and the standard Huffman tables, so the tables are a function of (quality, channels):
+the receiver rebuilds them for the quality the envelope names and splices them back in,
+and the result decodes to exactly the pixels of the full stream. On a 28x28 grey image
+that is 303 of its ~750 bytes at quality 90. The encoder checks, per frame, that the
+tables it strips are the ones the receiver will rebuild (an encoder that optimised its
+Huffman tables would otherwise decode as garbage) and refuses with a :class:`CodecError`.
 
 These are CPU-bound: callers on the event loop run them in a thread.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
 from typing import cast
 
 import cv2
@@ -14,7 +26,14 @@ import numpy.typing as npt
 from pipeline.errors import CodecError
 from pipeline.protocol import TensorDType
 
-__all__ = ["decode_jpeg", "encode_jpeg", "tensor_from_bytes"]
+__all__ = [
+    "decode_jpeg",
+    "decode_jpeg_abbreviated",
+    "encode_jpeg",
+    "encode_jpeg_abbreviated",
+    "jpeg_tables",
+    "tensor_from_bytes",
+]
 
 Image = npt.NDArray[np.uint8]
 
@@ -71,3 +90,86 @@ def tensor_from_bytes(
         return array.reshape(shape)
     except ValueError as exc:
         raise CodecError(f"payload does not fit shape {shape} as {dtype.value}") from exc
+
+
+# JPEG markers (ITU T.81 table B.1) that the abbreviated form handles.
+_SOI, _EOI, _SOS = 0xD8, 0xD9, 0xDA
+_DQT, _DHT, _APP0 = 0xDB, 0xC4, 0xE0
+_STRIPPED = frozenset({_DQT, _DHT, _APP0})
+_TABLES = frozenset({_DQT, _DHT})
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RSTn: no length field
+
+
+def _segments(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(marker, whole segment) of each header segment up to and including SOS, then
+    (-1, the entropy-coded rest). Raises :class:`CodecError` on a malformed header."""
+    if data[:2] != b"\xff\xd8":
+        raise CodecError("not a JPEG stream: it does not start with SOI (FF D8)")
+    yield _SOI, data[:2]
+    pos = 2
+    while True:
+        if pos + 4 > len(data):
+            raise CodecError(f"JPEG header ends inside a marker at byte {pos}")
+        if data[pos] != 0xFF:
+            raise CodecError(f"JPEG header: expected a marker at byte {pos}, got {data[pos]:#04x}")
+        marker = data[pos + 1]
+        if marker in _STANDALONE or marker in (_SOI, _EOI):
+            raise CodecError(f"JPEG header: unexpected marker FF {marker:02X} at byte {pos}")
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        end = pos + 2 + length
+        if length < 2 or end > len(data):
+            raise CodecError(f"JPEG segment FF {marker:02X} at byte {pos} overruns the stream")
+        yield marker, data[pos:end]
+        pos = end
+        if marker == _SOS:
+            yield -1, data[pos:]
+            return
+
+
+@functools.lru_cache(maxsize=512)
+def jpeg_tables(quality: int, channels: int) -> bytes:
+    """The DQT and DHT segments this encoder writes at ``quality`` for 1- or 3-channel
+    images, in its own order (cached: one tiny encode per quality and channel count)."""
+    if channels not in (1, 3):
+        raise CodecError(f"JPEG images have 1 or 3 channels, not {channels}")
+    probe = np.zeros((8, 8) if channels == 1 else (8, 8, 3), dtype=np.uint8)
+    full = encode_jpeg(probe, quality)
+    return b"".join(seg for marker, seg in _segments(full) if marker in _TABLES)
+
+
+def encode_jpeg_abbreviated(image: Image, quality: int) -> bytes:
+    """:func:`encode_jpeg` without its tables and JFIF header; the receiver needs
+    ``quality`` and the channel count to decode it (:func:`decode_jpeg_abbreviated`)."""
+    full = encode_jpeg(image, quality)
+    channels = 1 if image.ndim == 2 or image.shape[2] == 1 else 3
+    kept: list[bytes] = []
+    tables: list[bytes] = []
+    for marker, segment in _segments(full):
+        if marker in _TABLES:
+            tables.append(segment)
+        elif marker not in _STRIPPED:
+            kept.append(segment)
+    if b"".join(tables) != jpeg_tables(quality, channels):
+        raise CodecError(
+            f"this JPEG encoder did not use the standard tables at quality {quality}: "
+            "an abbreviated stream would not decode; send a full JPEG"
+        )
+    return b"".join(kept)
+
+
+def decode_jpeg_abbreviated(
+    data: bytes, quality: int, *, expected_shape: tuple[int, int, int]
+) -> Image:
+    """Decode an abbreviated JPEG made at ``quality``: put the standard tables back
+    after SOI and decode as :func:`decode_jpeg` (same pixels as the full stream)."""
+    if not 1 <= quality <= 100:
+        raise CodecError(f"JPEG quality must be 1-100, got {quality}")
+    if len(expected_shape) != 3 or expected_shape[2] not in (1, 3):
+        raise CodecError(f"an abbreviated JPEG has shape (h, w, 1 or 3), not {expected_shape}")
+    markers = [marker for marker, _ in _segments(data)]  # validates the header
+    if _SOS not in markers:  # pragma: no cover - _segments only returns after SOS
+        raise CodecError("abbreviated JPEG has no scan")
+    if any(marker in _TABLES for marker in markers):
+        raise CodecError("an abbreviated JPEG must not carry its own DQT/DHT tables")
+    full = data[:2] + jpeg_tables(quality, expected_shape[2]) + data[2:]
+    return decode_jpeg(full, expected_shape=expected_shape)

@@ -180,9 +180,18 @@ class EdgeConfig:
     metrics_addr: str = "127.0.0.1"
     homeassistant: bool = False  # publish Home Assistant MQTT discovery + JSON state
     homeassistant_prefix: str = "homeassistant"
+    # How much of an offloaded frame to send (docs/gompertz.md): "fixed" sends a full
+    # JPEG at jpeg_quality (all-or-nothing); "gompertz" picks quality and resolution
+    # per frame from a fitted calibration (default: models/<model>.gompertz.json).
+    quality_policy: Literal["fixed", "gompertz"] = "fixed"
+    calibration: str | None = None
+    target_accuracy: float | None = None  # None: maximise expected accuracy
+    accuracy_slack: float = 0.005  # the cheapest choice within this of the best
+    link_kbps: float | None = None  # uplink bandwidth until measured; None: unknown
 
     def __post_init__(self) -> None:
         validate_level(self.edge_id, "edge.edge_id")
+        self._check_quality_policy()
         _check_qos(self.qos, "edge.qos")
         _check_positive(
             {"edge.deadline_ms": self.deadline_ms, "edge.max_in_flight": self.max_in_flight}
@@ -220,6 +229,20 @@ class EdgeConfig:
                     f"edge.rate must be 'max', 'real' or a positive number, got {self.rate!r}",
                     key="edge.rate",
                 )
+
+    def _check_quality_policy(self) -> None:
+        if self.quality_policy == "gompertz" and self.payload != "jpeg":
+            raise ConfigError(
+                "edge.quality_policy 'gompertz' chooses a JPEG quality: it needs "
+                f"edge.payload = jpeg, not {self.payload!r}",
+                key="edge.quality_policy",
+            )
+        if self.target_accuracy is not None and not 0.0 <= self.target_accuracy <= 1.0:
+            raise ConfigError("edge.target_accuracy must be 0-1", key="edge.target_accuracy")
+        if not 0.0 <= self.accuracy_slack <= 1.0:
+            raise ConfigError("edge.accuracy_slack must be 0-1", key="edge.accuracy_slack")
+        if self.link_kbps is not None:
+            _check_positive({"edge.link_kbps": self.link_kbps})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

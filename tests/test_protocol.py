@@ -38,7 +38,7 @@ non_negative = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 @st.composite
 def frame_requests(draw: st.DrawFn) -> FrameRequest:
     codec = draw(st.sampled_from(list(PayloadCodec)))
-    if codec is PayloadCodec.JPEG:
+    if codec.is_jpeg:
         shape = (
             draw(st.integers(1, 4000)),
             draw(st.integers(1, 4000)),

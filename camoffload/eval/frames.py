@@ -23,7 +23,26 @@ from pipeline.codecs import Image
 from pipeline.errors import SourceError
 from pipeline.inference import Classifier
 
-__all__ = ["PacedFrames", "PreparedData", "local_confidences", "prepare_data"]
+__all__ = [
+    "PacedFrames",
+    "PreparedData",
+    "local_confidences",
+    "prepare_data",
+    "resolve_source",
+]
+
+# Suites name OpenCV's sample clip by this, wherever it is installed on a machine.
+SAMPLE_VIDEO = "vtest"
+
+
+def resolve_source(source: str) -> str:
+    """A suite's source as a replay source: ``vtest`` is OpenCV's sample clip."""
+    if source == SAMPLE_VIDEO:
+        from camoffload.demo import default_video
+
+        return str(default_video())
+    return source
+
 
 _REFERENCE_BATCH = 16
 
@@ -37,7 +56,7 @@ class PreparedData:
 
 def prepare_data(spec: DataSpec, frames: int) -> PreparedData:
     """Read the first ``frames`` frames of ``spec.source`` (blocking: call in a thread)."""
-    source = open_source(spec.source)
+    source = open_source(resolve_source(spec.source))
     images: list[Image] = []
     labels: list[int | None] = []
     try:

@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 
 from broker import local_broker
-from camoffload.eval.frames import PacedFrames, PreparedData, local_confidences, prepare_data
+from camoffload.eval.frames import (
+    PacedFrames,
+    PreparedData,
+    local_confidences,
+    prepare_data,
+    resolve_source,
+)
 from camoffload.eval.load import LoadProcess
 from camoffload.eval.measures import CellMeasures, frame_rows, measure
 from camoffload.eval.suite import Cell, DataSpec, LoadSpec, Suite
@@ -207,7 +213,7 @@ async def _server(
                 edges=load.edges,
                 rate=load.rate,
                 # Other cameras' frames: the training split where there is one.
-                source=spec.source.replace(":test", ":train"),
+                source=resolve_source(spec.source.replace(":test", ":train")),
                 model=spec.cloud_model,
                 deadline_ms=suite.run.deadline_ms,
                 max_in_flight=suite.run.max_in_flight,
