@@ -23,7 +23,7 @@ profile = "direct"
 """
 
 
-@pytest.mark.parametrize("name", ["seed-study", "neurosurgeon", "hybrid-router"])
+@pytest.mark.parametrize("name", ["seed-study", "neurosurgeon", "hybrid-router", "gompertz"])
 @pytest.mark.parametrize("quick", [False, True])
 def test_builtin_suites_parse(name: str, quick: bool) -> None:
     assert name in builtin_suites()
@@ -104,6 +104,7 @@ def test_measures_count_every_frame_and_late_answers() -> None:
     assert (m.timeouts, m.dropped, m.undecided) == (1, 1, 1)
     assert m.bytes_per_frame == pytest.approx(400)
     assert m.latency_p50_ms == pytest.approx(152.5)  # of 5, 300, 500, 1
+    assert m.sent_latency_p50_ms == pytest.approx(400)  # the two frames that were sent
 
 
 def _cell(load: str, link: str, strategy: str, timely: float, p95: float, **more: float) -> dict:  # type: ignore[type-arg]
@@ -111,6 +112,7 @@ def _cell(load: str, link: str, strategy: str, timely: float, p95: float, **more
         "data": "d", "load": load, "link": link, "strategy": strategy,
         "timely_accuracy": timely, "accuracy": timely, "latency_p95_ms": p95,
         "latency_p50_ms": more.get("p50", p95 / 2), "bytes_per_frame": more.get("bytes", 0.0),
+        "sent_latency_p50_ms": more.get("p50", p95 / 2),
         "local_share": 0.0,
     }  # fmt: skip
 

@@ -56,6 +56,10 @@ class CellMeasures:
     bytes_per_frame: float
     rtt_p50_ms: float | None
     undecided: int
+    # Capture to decision over the frames that were sent (what offloading costs them),
+    # where the whole-run percentiles are mostly the local answers' own.
+    sent_latency_p50_ms: float | None = None
+    sent_latency_p95_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +95,7 @@ def measure(
         return CellMeasures(n, 0.0, 0.0, nan, nan, nan, nan, 0.0, 0.0, 0.0, 0, 0, 0, 0.0, None, n)
     latency = np.array([r.latency_ms for r in rows])
     rtts = [r.rtt_ms for r in rows if r.rtt_ms is not None]
+    sent = [r.latency_ms for r in rows if r.bytes_sent > 0]
     decisions = [r.decision for r in rows]
 
     def share(predicate: frozenset[str]) -> float:
@@ -123,4 +128,6 @@ def measure(
         bytes_per_frame=sum(r.bytes_sent for r in rows) / n,
         rtt_p50_ms=float(np.percentile(rtts, 50)) if rtts else None,
         undecided=n - len(rows),
+        sent_latency_p50_ms=float(np.percentile(sent, 50)) if sent else None,
+        sent_latency_p95_ms=float(np.percentile(sent, 95)) if sent else None,
     )

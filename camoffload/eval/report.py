@@ -71,18 +71,24 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 def _cells_table(cells: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| data | load | link | strategy | accuracy | in time | p50 ms | p95 ms | p99 ms "
-        "| offloaded | answered by cloud | timeouts | refused | dropped | bytes/frame |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| sent p50 ms | offloaded | answered by cloud | timeouts | refused | dropped "
+        "| bytes/frame |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
         lines.append(
             f"| {c['data']} | {c['load']} | {c['link']} | {c['strategy']} "
             f"| {c['accuracy']:.2%} | {c['timely_accuracy']:.2%} "
             f"| {c['latency_p50_ms']:.1f} | {c['latency_p95_ms']:.1f} | {c['latency_p99_ms']:.1f} "
-            f"| {c['offload_share']:.1%} | {c['cloud_share']:.1%} | {c['timeouts']} "
-            f"| {c['refused']} | {c['dropped']} | {c['bytes_per_frame']:.0f} |"
+            f"| {_ms(c.get('sent_latency_p50_ms'))} | {c['offload_share']:.1%} "
+            f"| {c['cloud_share']:.1%} | {c['timeouts']} | {c['refused']} | {c['dropped']} "
+            f"| {c['bytes_per_frame']:.0f} |"
         )
     return lines
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def _body(results: Results, image_prefix: str, plots: list[tuple[str, str]]) -> list[str]:
