@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import shlex
 import sys
 import tomllib
@@ -70,20 +69,17 @@ def run_eval_command(args: argparse.Namespace, argv: list[str]) -> int:
             def say(line: str) -> None:
                 print(line, file=sys.stderr, flush=True)
 
-            running = asyncio.create_task(
-                run_suite(suite, folder, broker_url=args.broker_url, command=command, progress=say)
+            run = await run_suite(
+                suite,
+                folder,
+                broker_url=args.broker_url,
+                command=command,
+                progress=say,
+                stop=stop,
             )
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not running.done():
-                # Stop now: the cells so far stay in the folder; processes are stopped.
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
+            if not run.meta["complete"]:
+                # The cells so far are complete and in the folder: report on them.
                 print(f"camoffload eval: stopped; partial results in {folder}", file=sys.stderr)
-                return 130
-            running.result()
             return 0
 
         code = run_with_signals(main)

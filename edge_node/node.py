@@ -53,6 +53,7 @@ from edge_node.replies import LinkLostError, ReplyRouter
 from edge_node.requests import build_request
 from edge_node.sources import CapturedFrame, FrameSource
 from edge_node.stats import EdgeStats, EdgeStatsSnapshot, format_status_line
+from edge_node.thresholds import adaptive_threshold
 from pipeline.config import Config
 from pipeline.errors import BrokerError, CodecError, ModelError, ProtocolError
 from pipeline.looplag import watch_loop_lag
@@ -92,6 +93,9 @@ class EdgeNode:
         self._policy = make_policy(
             self._cfg.policy, confidence_threshold=self._cfg.confidence_threshold
         )
+        self.adaptive = adaptive_threshold(self._cfg)
+        if self.adaptive is not None:
+            self._policy = self.adaptive
         self._motion: MotionGate | None = None
         self._on_status = on_status
         self._mqtt5 = config.broker.protocol == "5"
@@ -336,6 +340,8 @@ class EdgeNode:
         if self._local is not None:
             local = await asyncio.to_thread(self._local.classify, frame.image)
         local_name = self._local.name if self._local else None
+        if self.adaptive is not None and local is not None:
+            self.adaptive.observe_local(local)
         if self._policy.route(local) is Route.LOCAL:
             outcome = with_local_answer(Decision.LOCAL, local, local_name)
             await self._finish(frame_id, seq, outcome, local=local)
@@ -484,6 +490,11 @@ class EdgeNode:
         finally:
             self._replies.forget(frame_id)
             self._slots.release()
+        if self.adaptive is not None:
+            self.adaptive.observe_offload(
+                (time.time() - frame.capture_ts) * 1000,
+                answered=outcome.decision is Decision.CLOUD,
+            )
         await self._finish(frame_id, seq, outcome, local=local)
 
     def _connected_client(self) -> aiomqtt.Client:

@@ -188,6 +188,13 @@ class EdgeConfig:
     target_accuracy: float | None = None  # None: maximise expected accuracy
     accuracy_slack: float = 0.005  # the cheapest choice within this of the best
     link_kbps: float | None = None  # uplink bandwidth until measured; None: unknown
+    # Dynamic thresholds (policy "threshold" only; edge_node/thresholds.py): "fixed"
+    # keeps confidence_threshold; "target-share" offloads the least confident
+    # target_offload_share of recent frames; "latency-slo" moves that share (AIMD) to
+    # keep offloaded frames' p95 latency under latency_slo_ms.
+    threshold_mode: Literal["fixed", "target-share", "latency-slo"] = "fixed"
+    target_offload_share: float = 0.3  # also latency-slo's starting share
+    latency_slo_ms: float = 250.0
 
     def __post_init__(self) -> None:
         validate_level(self.edge_id, "edge.edge_id")
@@ -243,6 +250,17 @@ class EdgeConfig:
             raise ConfigError("edge.accuracy_slack must be 0-1", key="edge.accuracy_slack")
         if self.link_kbps is not None:
             _check_positive({"edge.link_kbps": self.link_kbps})
+        if self.threshold_mode != "fixed" and self.policy != "threshold":
+            raise ConfigError(
+                f"edge.threshold_mode {self.threshold_mode!r} moves the threshold policy's "
+                f"threshold: set edge.policy = threshold, not {self.policy!r}",
+                key="edge.threshold_mode",
+            )
+        if not 0.0 <= self.target_offload_share <= 1.0:
+            raise ConfigError(
+                "edge.target_offload_share must be 0-1", key="edge.target_offload_share"
+            )
+        _check_positive({"edge.latency_slo_ms": self.latency_slo_ms})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -165,3 +165,38 @@ def test_worker_slowdown_stretches_each_batch(monkeypatch: pytest.MonkeyPatch) -
 def test_worker_slowdown_is_validated() -> None:
     with pytest.raises(ConfigError, match=r"worker\.slowdown"):
         load_config(env={}, overrides=["worker.slowdown=0.5"])
+
+
+@pytest.mark.slow
+def test_a_stopped_run_keeps_whole_cells_and_decides_every_frame(
+    mosquitto: BrokerInfo, tmp_path: Path
+) -> None:
+    suite = parse_suite(
+        TINY.replace('[links.slow]\nprofile = "rate=2mbit,delay=30ms"\n', "")
+        .replace("[loads.busy]\nedges = 2\nrate = 50\n", "[loads.idle]\n")
+        .replace("frames = 30", "frames = 60")
+    )
+    out = tmp_path / "run"
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+
+        def progress(line: str) -> None:
+            if line.startswith("[2/"):
+                # As Ctrl-C does, half a second into the second cell.
+                asyncio.get_running_loop().call_later(0.5, stop.set)
+
+        run = await run_suite(suite, out, broker_url=mosquitto.url, progress=progress, stop=stop)
+        assert not run.meta["complete"]
+        assert [c.strategy for c in run.cells] == ["local-only", "cloud-only"]
+
+    asyncio.run(scenario())
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        rows = db.execute(
+            "SELECT run_id, COUNT(*), COUNT(decision) FROM frames GROUP BY run_id"
+        ).fetchall()
+    assert len(rows) == 2
+    assert all(n == decided for _, n, decided in rows)  # nothing left undecided
+    counts = {run_id: n for run_id, n, _ in rows}
+    assert counts["fmnist/idle/direct/local-only"] == 60
+    assert 0 < counts["fmnist/idle/direct/cloud-only"] < 60  # stopped part-way

@@ -98,8 +98,14 @@ async def run_suite(
     broker_url: str | None = None,
     command: str = "",
     progress: Progress | None = None,
+    stop: asyncio.Event | None = None,
 ) -> SuiteRun:
-    """Run every cell of ``suite``; raw results go to ``out_dir`` as they come."""
+    """Run every cell of ``suite``; raw results go to ``out_dir`` as they come.
+
+    ``stop`` ends the run early but cleanly: the cell in progress stops capturing and
+    decides the frames it has in flight, and no further cell starts.
+    """
+    stop = stop or asyncio.Event()
     say = progress or (lambda _line: None)
     await asyncio.to_thread(_prepare_out_dir, out_dir, suite)
     meta = _meta(suite, command)
@@ -111,19 +117,27 @@ async def run_suite(
         done = 0
         loads: dict[str, dict[str, Any]] = {}
         for data in suite.data:
+            if stop.is_set():
+                break
             say(f"data {data.name}: reading {suite.run.frames} frames of {data.source}")
             prepared = await asyncio.to_thread(prepare_data, data, suite.run.frames)
             locals_ = _LocalModels()
             for load in suite.loads:
+                if stop.is_set():
+                    break
                 async with _server(base, suite, prepared, load, say) as background:
                     for link in suite.links:
+                        if stop.is_set():
+                            break
                         async with shaped_link(base, link.profile) as edge_base:
                             for strategy in suite.strategies:
+                                if stop.is_set():
+                                    break
                                 cell = Cell(data, load, link, strategy)
                                 done += 1
                                 say(f"[{done}/{suite.size}] {cell.key}")
                                 result = await _run_cell(
-                                    edge_base, suite, cell, prepared, locals_, out_dir
+                                    edge_base, suite, cell, prepared, locals_, out_dir, stop
                                 )
                                 results.append(result)
                                 _append(out_dir / "cells.jsonl", result.as_json())
@@ -134,6 +148,7 @@ async def run_suite(
                     say(f"    background load: {loads[f'{data.name}/{load.name}']}")
     meta["background_load"] = loads
     meta["wall_s"] = round(time.monotonic() - started, 1)
+    meta["complete"] = not stop.is_set()
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return SuiteRun(suite, out_dir, results, meta)
 
@@ -301,6 +316,7 @@ async def _run_cell(
     data: PreparedData,
     locals_: _LocalModels,
     out_dir: Path,
+    stop: asyncio.Event,
 ) -> CellResult:
     settings = dict(cell.strategy.settings)
     wants_local = settings.get("policy", "cloud-only") != "cloud-only" or "payload" in settings
@@ -330,7 +346,7 @@ async def _run_cell(
     try:
         fps = suite.run.rate if suite.run.pacing == "camera" else None
         node = EdgeNode(config, PacedFrames(data, fps), ledger, local_model=local)
-        await node.run()
+        await node.run(stop=stop)
     finally:
         ledger.close()
     wall_s = time.monotonic() - started
