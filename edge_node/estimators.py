@@ -146,6 +146,24 @@ class WorkerLoad:
     def on_status(self, status: WorkerStatus) -> None:
         self._workers[status.worker_id] = _Seen(status, self._clock())
 
+    def wait_and_per_image_ms(self) -> tuple[float, float]:
+        """(queue wait, compute per image) of a new frame, means over fresh online
+        workers; (0, 0) when none has reported."""
+        now = self._clock()
+        fresh = [
+            seen.status
+            for seen in self._workers.values()
+            if seen.status.online and now - seen.at <= self._fresh_s
+        ]
+        if not fresh:
+            return 0.0, 0.0
+        waits = [s.queue_depth * s.latency_ms_per_image for s in fresh]
+        per_image = [s.latency_ms_per_image for s in fresh]
+        wait, each = sum(waits) / len(waits), sum(per_image) / len(per_image)
+        if not (math.isfinite(wait) and math.isfinite(each)):
+            return 0.0, 0.0
+        return wait, each
+
     def estimated_ms(self) -> float:
         """Mean over fresh online workers of (queue depth + 1) x ms per image; 0 if none."""
         now = self._clock()

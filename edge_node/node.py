@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine
 from functools import partial
 
 import aiomqtt
+import numpy as np
 from aiomqtt import Will
 
 from edge_node.backpressure import OffloadGovernor
@@ -41,6 +42,8 @@ from edge_node.metrics import EdgeMetrics
 from edge_node.motion import MotionGate, load_mask
 from edge_node.outcomes import BUSY_CODES, Outcome, decision_for, with_local_answer
 from edge_node.pacing import Pacer, frames_per_second
+from edge_node.partition import PartitionPlanner, Plan
+from edge_node.partition_model import PartitionedModel
 from edge_node.policies import Route, make_policy
 from edge_node.quality import (
     Conditions,
@@ -50,10 +53,11 @@ from edge_node.quality import (
     make_quality_policy,
 )
 from edge_node.replies import LinkLostError, ReplyRouter
-from edge_node.requests import build_request
+from edge_node.requests import Payload, build_request
 from edge_node.sources import CapturedFrame, FrameSource
 from edge_node.stats import EdgeStats, EdgeStatsSnapshot, format_status_line
 from edge_node.thresholds import adaptive_threshold
+from pipeline.codecs import Image, encode_jpeg
 from pipeline.config import Config
 from pipeline.errors import BrokerError, CodecError, ModelError, ProtocolError
 from pipeline.looplag import watch_loop_lag
@@ -93,6 +97,9 @@ class EdgeNode:
         self._policy = make_policy(
             self._cfg.policy, confidence_threshold=self._cfg.confidence_threshold
         )
+        self._partition: PartitionedModel | None = None
+        self._planner: PartitionPlanner | None = None
+        self.partition_choices: Counter[int] = Counter()  # split point -> frames
         self.adaptive = adaptive_threshold(self._cfg)
         if self.adaptive is not None:
             self._policy = self.adaptive
@@ -161,6 +168,11 @@ class EdgeNode:
 
     async def _load_local_model(self) -> None:
         cfg = self._cfg
+        if cfg.partition == "auto" and cfg.local_model is not None:
+            self._partition, self._planner = await asyncio.to_thread(
+                _partition_for, cfg.local_model, cfg.device_slowdown
+            )
+            return
         if self._local is None and cfg.local_model is not None:
             # Reading weights and building the model is slow: keep it off the loop.
             self._local = await asyncio.to_thread(LocalModel, cfg.local_model, split=cfg.split)
@@ -337,9 +349,24 @@ class EdgeNode:
             await self._finish(frame_id, seq, Outcome(Decision.SKIPPED, detail="no motion"))
             return None
         local = None
-        if self._local is not None:
-            local = await asyncio.to_thread(self._local.classify, frame.image)
+        split = self._local.split if self._local else None
+        if self._partition is not None:
+            plan = self._plan_partition()
+            self.partition_choices[plan.point] += 1
+            if plan.point > 0:
+                local = await asyncio.to_thread(self._partition.run, plan.point, frame.image)
+            if plan.point == self._partition.local_point:
+                outcome = with_local_answer(
+                    Decision.LOCAL, local, self._partition.name, detail="partition: all local"
+                )
+                await self._finish(frame_id, seq, outcome, local=local)
+                return None
+            split = plan.point or None
+        elif self._local is not None:
+            local = await asyncio.to_thread(self._classify_locally, frame.image)
         local_name = self._local.name if self._local else None
+        if self._partition is not None:
+            local_name = self._partition.name
         if self.adaptive is not None and local is not None:
             self.adaptive.observe_local(local)
         if self._policy.route(local) is Route.LOCAL:
@@ -367,11 +394,30 @@ class EdgeNode:
                 outcome = with_local_answer(Decision.LOCAL, local, local_name, detail=hold)
                 await self._finish(frame_id, seq, outcome, local=local)
             return None
-        return self._offload(frame_id, seq, frame, local, choice)
+        payload: Payload | None = None
+        if self._partition is not None and split is not None:
+            payload = "tensor"  # the planner cut at a split point: send its activation
+        return self._offload(frame_id, seq, frame, local, choice, split=split, payload=payload)
+
+    def _classify_locally(self, image: Image) -> LocalOutput:
+        """The local model's answer; ``edge.device_slowdown`` stretches its time."""
+        assert self._local is not None
+        started = time.monotonic()
+        local = self._local.classify(image)
+        if self._cfg.device_slowdown > 1.0:
+            time.sleep((self._cfg.device_slowdown - 1.0) * (time.monotonic() - started))
+        return local
+
+    def _plan_partition(self) -> Plan:
+        assert self._planner is not None
+        wait_ms, per_image_ms = self.worker_load.wait_and_per_image_ms()
+        return self._planner.choose(
+            self.link.estimate().network_ms_for, wait_ms=wait_ms, per_image_ms=per_image_ms
+        )
 
     def _choose_quality(self, frame: CapturedFrame, local: LocalOutput | None) -> QualityChoice:
         """Ask the quality policy (JPEG payloads only; others go as they are)."""
-        if self._cfg.payload != "jpeg":
+        if self._cfg.payload != "jpeg" or (self._partition is not None and local is not None):
             return QualityChoice(True, PayloadCodec.JPEG, self._cfg.jpeg_quality, 1.0, None, "")
         conditions = Conditions(
             time_left_ms=self._cfg.deadline_ms - (time.time() - frame.capture_ts) * 1000,
@@ -399,8 +445,14 @@ class EdgeNode:
         frame: CapturedFrame,
         local: LocalOutput | None,
         choice: QualityChoice,
+        *,
+        split: int | None,
+        payload: Payload | None = None,
     ) -> None:
+        """Send ``frame`` (``payload``, default edge.payload; a tensor from ``split``),
+        wait for its answer until the deadline, and decide it."""
         loop = asyncio.get_running_loop()
+        payload = payload or self._cfg.payload
         future = self._replies.expect(frame_id)
         local_name = self._local.name if self._local else None
         bytes_sent = 0
@@ -416,8 +468,8 @@ class EdgeNode:
                     seq=seq,
                     frame=frame,
                     local=local,
-                    split=self._local.split if self._local else None,
-                    payload=cfg.payload,
+                    split=split,
+                    payload=payload,
                     jpeg_quality=choice.quality,
                     deadline_ms=cfg.deadline_ms,
                     model=cfg.model,
@@ -464,6 +516,8 @@ class EdgeNode:
             rtt_ms = (time.monotonic() - sent_mono) * 1000
             if isinstance(reply, Result):
                 self.governor.on_answer()
+                if self._planner is not None:
+                    self._planner.measured()
                 self.link.record(
                     message_bytes=bytes_sent,
                     rtt_ms=rtt_ms,
@@ -495,7 +549,7 @@ class EdgeNode:
                 (time.time() - frame.capture_ts) * 1000,
                 answered=outcome.decision is Decision.CLOUD,
             )
-        await self._finish(frame_id, seq, outcome, local=local)
+        await self._finish(frame_id, seq, outcome, local=local, payload=payload)
 
     def _connected_client(self) -> aiomqtt.Client:
         if self._client is None:
@@ -503,7 +557,13 @@ class EdgeNode:
         return self._client
 
     async def _finish(
-        self, frame_id: str, seq: int, outcome: Outcome, *, local: LocalOutput | None = None
+        self,
+        frame_id: str,
+        seq: int,
+        outcome: Outcome,
+        *,
+        local: LocalOutput | None = None,
+        payload: str | None = None,
     ) -> None:
         """Record the frame's one final decision and announce it on the events topic."""
         now = time.time()
@@ -519,7 +579,7 @@ class EdgeNode:
             model=outcome.model,
             local_label=local.label if local else None,
             local_confidence=local.confidence if local else None,
-            payload=self._cfg.payload if outcome.decision.offloaded else None,
+            payload=(payload or self._cfg.payload) if outcome.decision.offloaded else None,
         )
         self.stats.record_decision(
             outcome.decision, rtt_ms=outcome.rtt_ms, bytes_sent=outcome.bytes_sent
@@ -621,3 +681,12 @@ def _package_version() -> str:
         return importlib.metadata.version("camoffload")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"  # running from a checkout that was never installed
+
+
+def _partition_for(name: str, device_slowdown: float) -> tuple[PartitionedModel, PartitionPlanner]:
+    """The partitioned model and its planner, profiled on this device (blocking)."""
+    model = PartitionedModel(name, device_slowdown=device_slowdown)
+    channels, height, width = model.input_shape
+    # The typical JPEG of a frame this size: a mid-grey image's, to start with.
+    jpeg_bytes = len(encode_jpeg(np.full((height, width, channels), 128, np.uint8), 90))
+    return model, PartitionPlanner(model.profile(jpeg_bytes))

@@ -195,6 +195,12 @@ class EdgeConfig:
     threshold_mode: Literal["fixed", "target-share", "latency-slo"] = "fixed"
     target_offload_share: float = 0.3  # also latency-slo's starting share
     latency_slo_ms: float = 250.0
+    # Neurosurgeon-style partition (edge_node/partition.py): "auto" picks, per frame,
+    # where to cut local_model (send the image, an activation, or nothing) by predicted
+    # latency; with policy cloud-only. device_slowdown emulates a slower edge device:
+    # local computation holds its thread this many times as long.
+    partition: Literal["off", "auto"] = "off"
+    device_slowdown: float = 1.0
 
     def __post_init__(self) -> None:
         validate_level(self.edge_id, "edge.edge_id")
@@ -261,6 +267,17 @@ class EdgeConfig:
                 "edge.target_offload_share must be 0-1", key="edge.target_offload_share"
             )
         _check_positive({"edge.latency_slo_ms": self.latency_slo_ms})
+        if not 1.0 <= self.device_slowdown <= 1000.0:
+            raise ConfigError("edge.device_slowdown must be 1-1000", key="edge.device_slowdown")
+        if self.partition == "auto" and (
+            self.policy != "cloud-only" or self.local_model is None or self.payload != "jpeg"
+        ):
+            raise ConfigError(
+                "edge.partition 'auto' chooses per frame what to send: it needs "
+                "edge.policy = cloud-only, edge.payload = jpeg (for the whole image) and "
+                "an early-exit edge.local_model",
+                key="edge.partition",
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -158,8 +158,25 @@ def test_partition_speed_up_over_cloud_only() -> None:
         _cell("idle", "100mbit", "local-only", 1, 0, p50=10.0),
     ]
     finding = analyse("partition", cells, slo_ms=100)
-    # (120/40 + 10/10) / 2 = 2.0x average, 3.0x max.
-    assert "2.00x average (3.00x max)" in finding.headline[0]
+    # No planner: the best fixed point stands in. (120/40 + 10/10) / 2 = 2.0x, 3.0x max.
+    assert "best fixed point:** 2.00x average (3.00x max)" in finding.headline[0]
+
+
+def test_partition_planner_against_both_ends_and_the_oracle() -> None:
+    cells = [
+        _cell("idle", "1mbit", "cloud-only", 1, 0, p50=120.0),
+        _cell("idle", "1mbit", "local-only", 1, 0, p50=60.0),
+        _cell("idle", "1mbit", "partition", 1, 0, p50=60.0),
+        _cell("idle", "100mbit", "cloud-only", 1, 0, p50=20.0),
+        _cell("idle", "100mbit", "local-only", 1, 0, p50=60.0),
+        _cell("idle", "100mbit", "partition", 1, 0, p50=25.0),
+    ]
+    headline = analyse("partition", cells, slo_ms=100).headline[0]
+    # vs cloud-only: (2.0 + 0.8) / 2 = 1.40x; vs local-only: (1.0 + 2.4) / 2 = 1.70x,
+    # 1.00x at worst; vs the best fixed point: (1.0 + 0.8) / 2 = 0.90x.
+    assert "planner:** 1.40x average (2.00x max)" in headline
+    assert "1.70x average against local-only (1.00x at worst)" in headline
+    assert "0.90x of the best fixed point" in headline
 
 
 def test_savings_compare_with_the_first_strategy() -> None:

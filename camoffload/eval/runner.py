@@ -292,6 +292,7 @@ def _edge_config(
         "max_in_flight": suite.run.max_in_flight if suite.run.pacing == "camera" else 1,
         "rate": "max",  # the source paces itself, like a camera
         "status_interval_s": 1.0,
+        **suite.run.edge,
     }
     values.update(settings)
     overrides = [f"edge.{key}={_setting(value)}" for key, value in values.items()]
@@ -319,7 +320,11 @@ async def _run_cell(
     stop: asyncio.Event,
 ) -> CellResult:
     settings = dict(cell.strategy.settings)
-    wants_local = settings.get("policy", "cloud-only") != "cloud-only" or "payload" in settings
+    wants_local = (
+        settings.get("policy", "cloud-only") != "cloud-only"
+        or "payload" in settings
+        or settings.get("partition", "off") != "off"
+    )
     if "local_model" not in settings and data.spec.local_model is not None and wants_local:
         settings["local_model"] = data.spec.local_model
     local_name = settings.get("local_model")

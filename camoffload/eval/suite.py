@@ -85,6 +85,9 @@ class RunSettings:
     # local fallbacks). closed: one frame at a time, the next once the last is decided
     # (per-frame latency without self-inflicted queueing, as Neurosurgeon measures it).
     pacing: str = "camera"
+    # edge.* settings of the measured edge in every cell (a strategy's own win), e.g.
+    # {device_slowdown = 10} for an edge device ten times slower than this machine.
+    edge: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.pacing not in ("camera", "closed"):
