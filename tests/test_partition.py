@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
 
 from camoffload.links import shaped_link
 from edge_node import EdgeNode, Ledger, open_source
-from edge_node.estimators import LinkEstimate
+from edge_node.estimators import LinkEstimate, WorkerLoad
 from edge_node.partition import PartitionPlanner, SplitPoint
 from edge_node.partition_model import PartitionedModel
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError, ModelError
+from pipeline.protocol import WorkerStatus
 from tests._helpers import running_worker
 
 # Send the image (1 kB), cut after stage 1 (50 kB, half the work left), all local.
@@ -153,3 +155,19 @@ def test_an_edge_partitions_by_its_link(config: Config) -> None:
     assert fast_decided == slow_decided == 40
     assert fast.get(0, 0) > 30  # the image, to the worker
     assert slow.get(4, 0) > 30  # all local (a probe now and then)
+
+
+def test_worker_wait_and_time_per_image_from_status() -> None:
+    now = [0.0]
+    load = WorkerLoad(fresh_s=5.0, clock=lambda: now[0])
+    assert load.wait_and_per_image_ms() == (0.0, 0.0)
+    status = WorkerStatus(
+        worker_id="w1", online=True, ts=0.0, queue_depth=3, latency_ms_per_image=2.0
+    )
+    load.on_status(status)
+    load.on_status(dataclasses.replace(status, worker_id="w2", queue_depth=1,
+                                       latency_ms_per_image=4.0))  # fmt: skip
+    # waits 3 x 2 = 6 and 1 x 4 = 4 -> 5; per image (2 + 4) / 2 = 3
+    assert load.wait_and_per_image_ms() == (5.0, 3.0)
+    now[0] = 6.0  # both stale
+    assert load.wait_and_per_image_ms() == (0.0, 0.0)
