@@ -155,3 +155,16 @@ def test_quality_policy_settings_are_validated() -> None:
         _edge_config("edge.link_kbps=0")
     with pytest.raises(ConfigError, match="must be one of fixed, gompertz"):
         _edge_config("edge.quality_policy=best")
+
+
+def test_the_calibrate_command_writes_the_calibration_and_the_plot(tmp_path: Path) -> None:
+    from camoffload.cli import main
+
+    out, plot = tmp_path / "cal.json", tmp_path / "cal.png"
+    code = main(
+        ["calibrate", "fmnist_exit_resnet", "--count", "120", "--bins", "0",
+         "--out", str(out), "--plot", str(plot)]
+    )  # fmt: skip
+    assert code == 0
+    assert load_calibration(out).model == "fmnist_exit_resnet"
+    assert plot.stat().st_size > 5000
