@@ -10,11 +10,14 @@ whatever the server's load and the link are doing. Two controllers move it inste
 * **latency objective** (``"latency-slo"``): the share itself moves by additive
   increase / multiplicative decrease (TCP's rule, for the same reason: back off fast
   on congestion, probe slowly). After every ``window`` offloads it looks at their p95
-  capture-to-decision latency: above ``latency_slo_ms``, or any refused or timed-out
-  frame, cuts the share by ``decrease``; under ``headroom`` of the objective, adds
-  ``increase``; the threshold then follows the share as above. A busy server or a
-  slow link so shrinks offloading to what still answers in time, and an idle one
-  gets it back.
+  capture-to-decision latency. Above ``latency_slo_ms`` it multiplies the share by
+  ``slo / p95`` (the further over, the harder the cut), at most ``decrease`` and at
+  least ``floor``; a refused or timed-out frame in the window halves it at least.
+  Under ``headroom`` of the objective it adds ``increase``. The threshold then follows
+  the share as above. A busy server or a slow link so shrinks offloading to what still
+  answers in time, and an idle one gets it back. The share never drops below
+  ``min_share`` (2%): with nothing offloaded nothing would be measured, and a server
+  that recovered would never be noticed.
 
 Both are plain objects driven by the node's event loop. The node reports each frame's
 local confidence (:meth:`AdaptiveThreshold.observe_local`) and each offloaded frame's
@@ -62,11 +65,12 @@ class LatencyObjective:
 
     slo_ms: float
     share: float
-    window: int = 16
+    window: int = 8
     increase: float = 0.02
     decrease: float = 0.7
+    floor: float = 0.25
     headroom: float = 0.8
-    min_share: float = 0.0
+    min_share: float = 0.02
     max_share: float = 1.0
     _latencies: list[float] = field(default_factory=list, init=False, repr=False)
     _trouble: bool = field(default=False, init=False, repr=False)
@@ -74,8 +78,10 @@ class LatencyObjective:
     def __post_init__(self) -> None:
         if self.slo_ms <= 0 or self.window < 1:
             raise ConfigError("edge.latency_slo_ms must be > 0", key="edge.latency_slo_ms")
-        if not (0 < self.decrease < 1 and 0 < self.headroom <= 1 and self.increase > 0):
-            raise ConfigError("latency objective: 0 < decrease < 1, 0 < headroom <= 1")
+        if not (0 < self.floor <= self.decrease < 1 and 0 < self.headroom <= 1):
+            raise ConfigError("latency objective: 0 < floor <= decrease < 1, headroom 0-1")
+        if self.increase <= 0 or not 0 <= self.min_share <= self.max_share <= 1:
+            raise ConfigError("latency objective: increase > 0, 0 <= min <= max share <= 1")
 
     def record(self, latency_ms: float, *, answered: bool) -> None:
         self._latencies.append(latency_ms)
@@ -84,7 +90,10 @@ class LatencyObjective:
             return
         p95 = float(np.percentile(self._latencies, 95))
         if self._trouble or p95 > self.slo_ms:
-            self.share = max(self.min_share, self.share * self.decrease)
+            factor = min(self.decrease, max(self.floor, self.slo_ms / p95))
+            if self._trouble:
+                factor = min(factor, 0.5)
+            self.share = max(self.min_share, self.share * factor)
         elif p95 < self.headroom * self.slo_ms:
             self.share = min(self.max_share, self.share + self.increase)
         self._latencies.clear()

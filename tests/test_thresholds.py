@@ -68,18 +68,24 @@ def test_target_share_follows_the_scene() -> None:
 def test_latency_objective_backs_off_fast_and_probes_slowly() -> None:
     objective = LatencyObjective(slo_ms=100, share=0.5, window=4)
     for _ in range(4):
-        objective.record(150, answered=True)  # p95 150 > 100
-    assert objective.share == pytest.approx(0.35)  # x 0.7
+        objective.record(120, answered=True)  # p95 120 > 100: x min(0.7, 100/120) = 0.7
+    assert objective.share == pytest.approx(0.35)
     for _ in range(4):
         objective.record(90, answered=True)  # between 80 (headroom) and 100: hold
     assert objective.share == pytest.approx(0.35)
     for _ in range(4):
         objective.record(20, answered=True)  # well under: + 0.02
     assert objective.share == pytest.approx(0.37)
+    for _ in range(4):
+        objective.record(200, answered=True)  # twice the objective: x 100/200 = 0.5
+    assert objective.share == pytest.approx(0.185)
+    for _ in range(4):
+        objective.record(1000, answered=True)  # ten times: x the floor, 0.25
+    assert objective.share == pytest.approx(0.04625)
     for latency in (10, 10, 10):
         objective.record(latency, answered=True)
-    objective.record(10, answered=False)  # one refused or timed out frame in the window
-    assert objective.share == pytest.approx(0.259)
+    objective.record(10, answered=False)  # a refused or timed-out frame: x 0.5
+    assert objective.share == pytest.approx(0.023125)
 
 
 def test_latency_objective_stays_within_bounds() -> None:
@@ -87,10 +93,12 @@ def test_latency_objective_stays_within_bounds() -> None:
     for _ in range(3):
         objective.record(1, answered=True)
     assert objective.share == 1.0
-    objective = LatencyObjective(slo_ms=100, share=0.1, window=1, min_share=0.05)
+    objective = LatencyObjective(slo_ms=100, share=0.1, window=1)
     for _ in range(10):
         objective.record(1000, answered=True)
-    assert objective.share == 0.05
+    assert objective.share == 0.02  # never nothing: the trickle that notices a recovery
+    with pytest.raises(ConfigError):
+        LatencyObjective(slo_ms=100, share=0.1, floor=0.8, decrease=0.7)
 
 
 def test_the_threshold_follows_the_objective() -> None:
@@ -101,12 +109,12 @@ def test_the_threshold_follows_the_objective() -> None:
     for c in TEN:
         policy.observe_local(_local(c))
     assert policy.threshold == 0.35  # 30%
-    policy.observe_offload(500, answered=True)
-    policy.observe_offload(500, answered=True)
-    assert policy.share == pytest.approx(0.21)
+    policy.observe_offload(125, answered=True)
+    policy.observe_offload(125, answered=True)
+    assert policy.share == pytest.approx(0.21)  # x 0.7
     assert policy.threshold == 0.35  # ceil(2.1) = 3 frames still
-    policy.observe_offload(500, answered=True)
-    policy.observe_offload(500, answered=True)
+    policy.observe_offload(125, answered=True)
+    policy.observe_offload(125, answered=True)
     assert policy.share == pytest.approx(0.147)
     assert policy.threshold == 0.25  # 2 frames
 
