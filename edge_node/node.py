@@ -100,6 +100,7 @@ class EdgeNode:
         self._partition: PartitionedModel | None = None
         self._planner: PartitionPlanner | None = None
         self.partition_choices: Counter[int] = Counter()  # split point -> frames
+        self._plans: dict[str, tuple[Plan, float]] = {}  # offloads in flight: their plan
         self.adaptive = adaptive_threshold(self._cfg)
         if self.adaptive is not None:
             self._policy = self.adaptive
@@ -350,18 +351,22 @@ class EdgeNode:
             return None
         local = None
         split = self._local.split if self._local else None
+        planned: tuple[Plan, float] | None = None
         if self._partition is not None:
+            planned_mono = time.monotonic()
             plan = self._plan_partition()
             self.partition_choices[plan.point] += 1
             if plan.point > 0:
                 local = await asyncio.to_thread(self._partition.run, plan.point, frame.image)
             if plan.point == self._partition.local_point:
+                self._observe_plan(plan, planned_mono)
                 outcome = with_local_answer(
                     Decision.LOCAL, local, self._partition.name, detail="partition: all local"
                 )
                 await self._finish(frame_id, seq, outcome, local=local)
                 return None
             split = plan.point or None
+            planned = (plan, planned_mono)
         elif self._local is not None:
             local = await asyncio.to_thread(self._classify_locally, frame.image)
         local_name = self._local.name if self._local else None
@@ -397,6 +402,8 @@ class EdgeNode:
         payload: Payload | None = None
         if self._partition is not None and split is not None:
             payload = "tensor"  # the planner cut at a split point: send its activation
+        if planned is not None:
+            self._plans[frame_id] = planned  # popped when the offload ends
         return self._offload(frame_id, seq, frame, local, choice, split=split, payload=payload)
 
     def _classify_locally(self, image: Image) -> LocalOutput:
@@ -407,6 +414,10 @@ class EdgeNode:
         if self._cfg.device_slowdown > 1.0:
             time.sleep((self._cfg.device_slowdown - 1.0) * (time.monotonic() - started))
         return local
+
+    def _observe_plan(self, plan: Plan, planned_mono: float) -> None:
+        assert self._planner is not None
+        self._planner.observe(plan, (time.monotonic() - planned_mono) * 1000)
 
     def _plan_partition(self) -> Plan:
         assert self._planner is not None
@@ -544,6 +555,9 @@ class EdgeNode:
         finally:
             self._replies.forget(frame_id)
             self._slots.release()
+        planned = self._plans.pop(frame_id, None)
+        if planned is not None:
+            self._observe_plan(*planned)
         if self.adaptive is not None:
             self.adaptive.observe_offload(
                 (time.time() - frame.capture_ts) * 1000,

@@ -22,6 +22,12 @@ and the smallest wins. Neurosurgeon predicts per-layer latencies from regression
 models of each device; here the edge measures its own stages and the worker reports
 its own time per image, which is what its status already carries.
 
+What the terms leave out (time queued in the broker or in the worker's client, a CPU
+that the edge shares with other work) shows up as the gap between a plan's prediction
+and the latency the frame then had. The planner keeps that gap per point (an
+exponentially weighted average, ``correction_weight``) and adds it to the point's
+next prediction, so a point that keeps disappointing stops being chosen.
+
 Without a measurement of the link the network term is 0 (or the prior ``edge.
 link_kbps``) and offloading looks cheap: the first offloads then measure it. So that a
 link that got faster is noticed even while every frame stays local, the planner sends
@@ -31,6 +37,7 @@ been measured in that time (a probe, as Neurosurgeon's periodic bandwidth probes
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,11 +61,17 @@ class Plan:
     edge_ms: float
     network_ms: float
     worker_ms: float
+    correction_ms: float = 0.0  # the point's recent gap between prediction and outcome
     probe: bool = False  # chosen to measure the link, not because it is predicted best
 
     @property
-    def total_ms(self) -> float:
+    def model_ms(self) -> float:
+        """The prediction from the terms alone."""
         return self.edge_ms + self.network_ms + self.worker_ms
+
+    @property
+    def total_ms(self) -> float:
+        return self.model_ms + self.correction_ms
 
 
 class PartitionPlanner:
@@ -69,10 +82,15 @@ class PartitionPlanner:
         points: Sequence[SplitPoint],
         *,
         probe_interval_s: float = 2.0,
+        correction_weight: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not points:
             raise ValueError("a partition needs at least one split point")
+        if not 0.0 <= correction_weight <= 1.0:
+            raise ValueError("correction_weight must be 0-1")
+        self._weight = correction_weight
+        self._corrections: dict[int, float] = {}
         self.points = tuple(points)
         self.local_point = max(p.point for p in self.points)
         self._probe_interval_s = probe_interval_s
@@ -88,11 +106,13 @@ class PartitionPlanner:
     ) -> list[Plan]:
         plans = []
         for p in self.points:
+            correction = self._corrections.get(p.point, 0.0)
             if p.point == self.local_point:
-                plans.append(Plan(p.point, p.edge_ms, 0.0, 0.0))
+                plans.append(Plan(p.point, p.edge_ms, 0.0, 0.0, correction))
             else:
                 worker_ms = wait_ms + per_image_ms * p.cloud_share
-                plans.append(Plan(p.point, p.edge_ms, network_ms_for(p.upload_bytes), worker_ms))
+                network_ms = network_ms_for(p.upload_bytes)
+                plans.append(Plan(p.point, p.edge_ms, network_ms, worker_ms, correction))
         return plans
 
     def choose(
@@ -112,9 +132,18 @@ class PartitionPlanner:
             if offloading:
                 self._last_measured = now  # one probe per interval, answered or not
                 probe = min(offloading, key=lambda plan: plan.total_ms)
-                return Plan(probe.point, probe.edge_ms, probe.network_ms, probe.worker_ms, True)
+                return dataclasses.replace(probe, probe=True)
         return best
 
     def measured(self) -> None:
         """An offload was answered: the link estimate is fresh."""
         self._last_measured = self._clock()
+
+    def observe(self, plan: Plan, actual_ms: float) -> None:
+        """The latency a frame planned as ``plan`` had: updates the point's correction."""
+        gap = actual_ms - plan.model_ms
+        old = self._corrections.get(plan.point)
+        self._corrections[plan.point] = gap if old is None else old + self._weight * (gap - old)
+
+    def correction_ms(self, point: int) -> float:
+        return self._corrections.get(point, 0.0)

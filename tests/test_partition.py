@@ -171,3 +171,20 @@ def test_worker_wait_and_time_per_image_from_status() -> None:
     assert load.wait_and_per_image_ms() == (5.0, 3.0)
     now[0] = 6.0  # both stale
     assert load.wait_and_per_image_ms() == (0.0, 0.0)
+
+
+def test_a_point_that_keeps_disappointing_stops_being_chosen() -> None:
+    planner = PartitionPlanner(POINTS, probe_interval_s=0, correction_weight=0.5)
+    fast = _link(5, 1e6).network_ms_for
+    plan = planner.choose(fast, wait_ms=0.0, per_image_ms=2.0)
+    assert (plan.point, plan.total_ms) == (0, 8.0)
+    planner.observe(plan, 48.0)  # the first gap is taken whole: +40
+    assert planner.correction_ms(0) == 40.0
+    plan = planner.choose(fast, wait_ms=0.0, per_image_ms=2.0)
+    assert plan.point == 2  # 8 + 40 = 48 > 40: all local now
+    planner.observe(plan, 40.0)  # local as predicted: no gap
+    assert planner.correction_ms(2) == 0.0
+    planner.observe(dataclasses.replace(plan, point=0, edge_ms=0.0, network_ms=6.0,
+                                        worker_ms=2.0), 8.0)  # fmt: skip
+    assert planner.correction_ms(0) == 20.0  # 40 + 0.5 x (0 - 40)
+    assert planner.choose(fast, wait_ms=0.0, per_image_ms=2.0).point == 0  # 28 < 40
