@@ -20,6 +20,7 @@ from camoffload.lifecycle import run_with_signals
 from camoffload.link_commands import add_link_command, run_link_command
 from camoffload.model_commands import add_model_commands, run_profile, run_train
 from camoffload.report import format_summary
+from camoffload.router_commands import add_router_command, run_router_command
 from pipeline.config import Config, load_config
 from pipeline.errors import CamoffloadError
 
@@ -80,7 +81,9 @@ def _edge_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", dest="cloud_model", help="edge.model: the cloud model to ask")
     group.add_argument("--local-model", help="edge.local_model, e.g. fmnist_exit_resnet")
     group.add_argument(
-        "--policy", choices=["cloud-only", "local-only", "threshold"], help="edge.policy"
+        "--policy",
+        choices=["cloud-only", "local-only", "threshold", "entropy", "router"],
+        help="edge.policy",
     )
     group.add_argument("--threshold", type=float, help="edge.confidence_threshold")
     group.add_argument("--payload", choices=["jpeg", "raw", "tensor"], help="edge.payload")
@@ -178,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_link_command(sub)
     add_calibrate_command(sub)
     add_model_commands(sub)
+    add_router_command(sub)
     add_ledger_command(sub)
     return parser
 
@@ -317,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_link_command(args)
         if args.command == "calibrate":
             return run_calibrate_command(args)
+        if args.command == "train-router":
+            return run_router_command(args)
         config = _load(args)
         if args.validate_config:
             _print_config(config)

@@ -29,6 +29,9 @@ class LocalOutput:
     label: int
     confidence: float  # max softmax probability of the local exit
     activation: np.ndarray | None  # float16 (c, h, w) at the split; None for whole models
+    # The exit's logits, float32 (classes,): what the entropy and router policies read;
+    # None for whole models.
+    logits: np.ndarray | None = None
 
 
 class LocalModel:
@@ -68,4 +71,5 @@ class LocalModel:
             probs = torch.softmax(output.logits.float(), dim=1)[0]
             confidence, label = probs.max(dim=0)
             activation = output.activation[0].to(torch.float16).cpu().numpy()
-        return LocalOutput(int(label), min(1.0, float(confidence)), activation)
+            logits = output.logits[0].float().cpu().numpy()
+        return LocalOutput(int(label), min(1.0, float(confidence)), activation, logits)

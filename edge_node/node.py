@@ -44,7 +44,7 @@ from edge_node.outcomes import BUSY_CODES, Outcome, decision_for, with_local_ans
 from edge_node.pacing import Pacer, frames_per_second
 from edge_node.partition import PartitionPlanner, Plan
 from edge_node.partition_model import PartitionedModel
-from edge_node.policies import Route, make_policy
+from edge_node.policies import Route, policy_from_config
 from edge_node.quality import (
     Conditions,
     FixedQuality,
@@ -94,9 +94,7 @@ class EdgeNode:
         self._source = source
         self.ledger = ledger
         self._local = local_model
-        self._policy = make_policy(
-            self._cfg.policy, confidence_threshold=self._cfg.confidence_threshold
-        )
+        self._policy = policy_from_config(self._cfg)
         self._partition: PartitionedModel | None = None
         self._planner: PartitionPlanner | None = None
         self.partition_choices: Counter[int] = Counter()  # split point -> frames

@@ -170,8 +170,11 @@ class EdgeConfig:
     # to ``split`` and answers with exit ``split``; None = no local model.
     local_model: str | None = None
     split: int = 1
-    policy: Literal["cloud-only", "local-only", "threshold"] = "cloud-only"
+    policy: Literal["cloud-only", "local-only", "threshold", "entropy", "router"] = "cloud-only"
     confidence_threshold: float = 0.8  # threshold policy: offload below this
+    # router policy: the learned router's .pt (default models/<local_model>.router.pt);
+    # it offloads when its keep-local score is below confidence_threshold.
+    router: str | None = None
     payload: Literal["jpeg", "raw", "tensor"] = "jpeg"  # tensor: the split activation
     motion_threshold: float | None = None  # changed-pixel fraction; None = no gate
     motion_mask: str | None = None  # image file or "x,y;x,y;x,y" polygons (0..1)
@@ -225,6 +228,8 @@ class EdgeConfig:
             raise ConfigError(
                 "edge.confidence_threshold must be 0-1", key="edge.confidence_threshold"
             )
+        if self.router is not None and not self.router.strip():
+            raise ConfigError("edge.router must name a router file", key="edge.router")
         if self.motion_threshold is not None and not 0.0 <= self.motion_threshold <= 1.0:
             raise ConfigError("edge.motion_threshold must be 0-1", key="edge.motion_threshold")
         if self.split < 1:

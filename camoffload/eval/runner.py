@@ -37,7 +37,6 @@ from broker import local_broker
 from camoffload.eval.frames import (
     PacedFrames,
     PreparedData,
-    local_confidences,
     prepare_data,
     resolve_source,
 )
@@ -48,7 +47,8 @@ from camoffload.links import shaped_link
 from camoffload.processes import WorkerGroup, WorkerSettings
 from edge_node import EdgeNode, Ledger, LocalModel
 from edge_node.ledger_rows import iter_frames
-from pipeline.config import Config, load_config
+from edge_node.policies import ScoredPolicy, policy_from_config
+from pipeline.config import Config, EdgeConfig, load_config
 from pipeline.errors import CamoffloadError
 
 __all__ = ["CellResult", "SuiteRun", "run_suite"]
@@ -262,11 +262,11 @@ async def _warm_up(base: Config, data: PreparedData, suite: Suite) -> None:
 
 
 class _LocalModels:
-    """Local models by (name, split), loaded once per data set; confidences cached."""
+    """Local models by (name, split), loaded once per data set; keep-local scores cached."""
 
     def __init__(self) -> None:
         self._models: dict[tuple[str, int], LocalModel] = {}
-        self._confidences: dict[tuple[str, int], np.ndarray] = {}
+        self._confidences: dict[tuple[str, int, str, str | None], np.ndarray] = {}
 
     async def get(self, name: str, split: int) -> LocalModel:
         key = (name, split)
@@ -274,11 +274,24 @@ class _LocalModels:
             self._models[key] = await asyncio.to_thread(LocalModel, name, split=split)
         return self._models[key]
 
-    async def confidences(self, name: str, split: int, data: PreparedData) -> np.ndarray:
-        key = (name, split)
+    async def confidences(
+        self, name: str, split: int, data: PreparedData, edge: EdgeConfig
+    ) -> np.ndarray:
+        """Each frame's keep-local score under ``edge.policy`` (max-softmax for
+        ``threshold``, the router's score for ``router``, ...): what its threshold
+        compares, so a coverage target is a quantile of these."""
+        key = (name, split, edge.policy, edge.router)
         if key not in self._confidences:
             model = await self.get(name, split)
-            self._confidences[key] = await asyncio.to_thread(local_confidences, model, data.images)
+            policy = await asyncio.to_thread(policy_from_config, edge)
+            if not isinstance(policy, ScoredPolicy):
+                raise CamoffloadError(f"policy {edge.policy!r} has no threshold to set coverage")
+
+            def scores() -> np.ndarray:
+                frames = (model.classify(image) for image in data.images)
+                return np.array([policy.keep_score(f) for f in frames], dtype=np.float64)
+
+            self._confidences[key] = await asyncio.to_thread(scores)
         return self._confidences[key]
 
 
@@ -334,8 +347,9 @@ async def _run_cell(
     if cell.strategy.coverage is not None:
         if local_name is None:
             raise CamoffloadError(f"{cell.key}: a coverage target needs a local model")
-        confidences = await locals_.confidences(local_name, split, data)
-        # Offload the (1 - coverage) least confident frames: they fall below this.
+        scoring = _edge_config(base, suite, data.spec, settings, edge_id="coverage").edge
+        confidences = await locals_.confidences(local_name, split, data, scoring)
+        # Offload the (1 - coverage) lowest-scoring frames: they fall below this.
         settings["confidence_threshold"] = float(
             np.quantile(confidences, 1.0 - cell.strategy.coverage)
         )
