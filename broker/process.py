@@ -88,6 +88,7 @@ class BrokerProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._info: BrokerInfo | None = None
+        self._last_port: int | None = None  # where restart() brings it back
 
     @property
     def info(self) -> BrokerInfo:
@@ -112,6 +113,7 @@ class BrokerProcess:
             except BrokerError as exc:
                 last_error = str(exc)
                 continue
+            self._last_port = port
             self._info = BrokerInfo(
                 kind=self._kind,
                 port=port,
@@ -171,6 +173,41 @@ class BrokerProcess:
             _terminate(proc)
             logger.info("%s broker pid %d stopped", self._kind, proc.pid)
         self._cleanup_workdir()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or power loss would: nothing is saved on the way out.
+        Idempotent."""
+        proc, self._proc, self._info = self._proc, None, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+            logger.info("%s broker pid %d killed", self._kind, proc.pid)
+        self._cleanup_workdir()
+
+    def restart(self, *, kill: bool = False) -> BrokerInfo:
+        """Stop the broker (SIGTERM, or SIGKILL with ``kill``) and start it again on the
+        port it had, so clients reconnect to the same address. A broker with persistence
+        finds its saved state again; one without starts empty."""
+        if self._last_port is None:
+            raise BrokerError(f"the {self._kind} broker was never started")
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        return self.start_on(self._last_port)
+
+    def start_on(self, port: int) -> BrokerInfo:
+        """:meth:`start` on ``port`` (e.g. the port it had before a stop)."""
+        requested, self._requested_port = self._requested_port, port
+        try:
+            return self.start()
+        finally:
+            self._requested_port = requested
+
+    @property
+    def last_port(self) -> int | None:
+        """The port of the last start, kept across :meth:`stop`."""
+        return self._last_port
 
     def _cleanup_workdir(self) -> None:
         if self._workdir is not None:
