@@ -74,7 +74,7 @@ def _group_and_decode(request: FrameRequest, classifier: Classifier) -> tuple[in
                 f"a raw {request.dtype.value} tensor for {classifier.spec.name} is a "
                 f"normalised input of shape {classifier.input_shape}, not {request.shape}"
             )
-        return _INPUT, tensor_from_bytes(request.payload, request.shape, request.dtype)
+        return _INPUT, _finite(tensor_from_bytes(request.payload, request.shape, request.dtype))
     split = request.split_stage
     assert split is not None  # FrameRequest guarantees it for tensor payloads
     if request.dtype is TensorDType.UINT8:
@@ -88,7 +88,15 @@ def _group_and_decode(request: FrameRequest, classifier: Classifier) -> tuple[in
             f"{classifier.spec.name} expects an activation of shape {expected} at split "
             f"{split}, not {request.shape}"
         )
-    return split, tensor_from_bytes(request.payload, request.shape, request.dtype)
+    return split, _finite(tensor_from_bytes(request.payload, request.shape, request.dtype))
+
+
+def _finite(tensor: np.ndarray) -> np.ndarray:
+    """A float tensor with NaN or inf in it has no answer: classifying it would return
+    a confident-looking label from garbage (every score 0, label by argmax of NaN)."""
+    if not np.isfinite(tensor).all():
+        raise CodecError("the tensor holds NaN or infinite values")
+    return tensor
 
 
 def _forward(

@@ -59,6 +59,10 @@ def encode_jpeg(image: Image, quality: int) -> bytes:
     return buf.tobytes()
 
 
+# 8K UHD is 33 Mpx; nothing a camera sends is bigger. Checked from the header.
+MAX_JPEG_PIXELS = 64 * 1024 * 1024
+
+
 def decode_jpeg(data: bytes, *, expected_shape: tuple[int, ...] | None = None) -> Image:
     """Decode JPEG bytes to an HxWx3 BGR (or HxWx1 grey) uint8 array.
 
@@ -66,6 +70,15 @@ def decode_jpeg(data: bytes, *, expected_shape: tuple[int, ...] | None = None) -
     to something other than what the envelope claims.
     """
     flags = cv2.IMREAD_GRAYSCALE if expected_shape and expected_shape[-1] == 1 else cv2.IMREAD_COLOR
+    height, width = _frame_size(data)
+    if expected_shape is not None and (height, width) != tuple(expected_shape[:2]):
+        # Before decoding: a few hundred bytes can claim 20000x20000 pixels (a GB).
+        raise CodecError(
+            f"JPEG decodes to shape ({height}, {width}, ...) by its header, the request "
+            f"says {tuple(expected_shape)}; refused before decoding"
+        )
+    if height * width > MAX_JPEG_PIXELS:
+        raise CodecError(f"JPEG of {height}x{width} is over {MAX_JPEG_PIXELS} pixels")
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:
@@ -124,6 +137,25 @@ def _segments(data: bytes) -> Iterator[tuple[int, bytes]]:
         if marker == _SOS:
             yield -1, data[pos:]
             return
+
+
+# Start-of-frame markers (T.81 B.1.1.3): C0-CF but DHT (C4), JPG (C8) and DAC (CC).
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _frame_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from the JPEG's frame header, without decoding anything."""
+    for marker, segment in _segments(data):
+        if marker in _SOF:
+            if len(segment) < 9:
+                raise CodecError("JPEG frame header is truncated")
+            return (
+                int.from_bytes(segment[5:7], "big"),
+                int.from_bytes(segment[7:9], "big"),
+            )
+        if marker == _SOS:
+            break
+    raise CodecError("JPEG has no frame header (SOF) before its scan")
 
 
 @functools.lru_cache(maxsize=512)

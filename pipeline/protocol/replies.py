@@ -16,6 +16,9 @@ MAX_REPLY_BYTES = 256 * 1024
 MAX_ERROR_MESSAGE_CHARS = 1024
 
 
+MAX_LABEL = 2**31 - 1
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Result(_wire.WireMessage):
     """A worker's answer for one frame, with the timings the edge needs to adapt."""
@@ -48,6 +51,15 @@ class Result(_wire.WireMessage):
             )
         for score in self.topk_scores:
             check_range(score, "topk_scores[]", 0.0, 1.0, fid)
+        # Class indices: a label that no model could produce (negative, or past what an
+        # edge's SQLite ledger stores) is a malformed reply, refused here at the wire.
+        for label in (self.label, *self.topk_labels):
+            if not 0 <= label <= MAX_LABEL:
+                raise ProtocolError(
+                    f"label {label} is not a class index (0..{MAX_LABEL})",
+                    reason="bad_value",
+                    frame_id=fid,
+                )
         if self.batch_size < 1:
             raise ProtocolError("'batch_size' must be >= 1", reason="bad_value", frame_id=fid)
         check_non_negative(
