@@ -65,6 +65,14 @@ def _winner(group: list[dict[str, Any]]) -> dict[str, Any]:
     return max(group, key=lambda c: (round(c["timely_accuracy"], 4), -c["latency_p95_ms"]))
 
 
+def _changes(where: str, along: list[tuple[str, dict[str, Any] | None]]) -> list[str]:
+    """ "<where> the winner goes a (x) → b (y)" when the winners along one axis differ."""
+    steps = [(key, cell["strategy"]) for key, cell in along if cell is not None]
+    if len({name for _, name in steps}) < 2:
+        return []
+    return [f"{where} the winner goes " + " → ".join(f"{name} ({key})" for key, name in steps)]
+
+
 def _crossover(cells: Cells, slo_ms: float) -> Finding:
     finding = Finding()
     groups = _groups(cells)
@@ -91,32 +99,12 @@ def _crossover(cells: Cells, slo_ms: float) -> Finding:
                     f"p95 {w['latency_p95_ms']:.0f} ms)"
                 )
             finding.table.append(f"| {link} | " + " | ".join(row) + " |")
-            names = [
-                winners[(data, load, link)]["strategy"]
-                for load in loads
-                if (data, load, link) in winners
-            ]
-            if len(set(names)) > 1:
-                changes.append(
-                    f"on the {link} link the winner goes "
-                    + " → ".join(
-                        f"{name} ({load})" for name, load in zip(names, loads, strict=True)
-                    )
-                )
+            along = [(load, winners.get((data, load, link))) for load in loads]
+            changes += _changes(f"on the {link} link", along)
         finding.table.append("")
         for load in loads:
-            names = [
-                winners[(data, load, link)]["strategy"]
-                for link in links
-                if (data, load, link) in winners
-            ]
-            if len(set(names)) > 1:
-                changes.append(
-                    f"with the {load} server the winner goes "
-                    + " → ".join(
-                        f"{name} ({link})" for name, link in zip(names, links, strict=True)
-                    )
-                )
+            along = [(link, winners.get((data, load, link))) for link in links]
+            changes += _changes(f"with the {load} server", along)
     finding.verdict = bool(changes)
     if changes:
         finding.headline.append("**Crossover shown:** " + "; ".join(changes) + ".")

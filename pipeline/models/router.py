@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import ModelError
-from pipeline.models.weights import default_models_dir, sha256_of
+from pipeline.models.weights import default_models_dir, read_json_object, sha256_of
 
 __all__ = [
     "ROUTER_ARCHITECTURE",
@@ -263,13 +263,7 @@ def _read_router_manifest(path: Path) -> RouterManifest:
             f"no router manifest at {path}: train one with `camoffload train-router` "
             "or point edge.router at the router's .pt file"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: router manifest is not readable JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: router manifest is not a JSON object")
-    return RouterManifest.from_dict(data, source=path)
+    return RouterManifest.from_dict(read_json_object(path, "router manifest"), source=path)
 
 
 def load_router(path: str | Path) -> tuple[GainRouter, RouterManifest]:

@@ -143,13 +143,18 @@ def read_manifest(name_or_path: str | Path, *, models_dir: Path | None = None) -
             f"no weights manifest at {path}: train it with `camoffload train` or point "
             "CAMOFFLOAD_MODELS_DIR at the folder that holds it"
         )
+    return WeightsManifest.from_dict(read_json_object(path, "manifest"), source=path)
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """``path``'s JSON object; :class:`ModelError` naming ``what`` if it is not one."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: manifest is not readable JSON: {exc}") from exc
+        raise ModelError(f"{path}: {what} is not readable JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise ModelError(f"{path}: manifest is not a JSON object")
-    return WeightsManifest.from_dict(data, source=path)
+        raise ModelError(f"{path}: {what} is not a JSON object")
+    return data
 
 
 def _verified_weights_path(manifest: WeightsManifest, manifest_dir: Path) -> Path:
