@@ -36,6 +36,7 @@ class WorkerSettings:
     max_batch: int = 16
     slowdown: float = 1.0
     group_tag: str = "eval"
+    settings: tuple[str, ...] = ()  # more "key=value" config overrides for each worker
 
 
 class WorkerGroup:
@@ -70,6 +71,8 @@ class WorkerGroup:
                 "--worker-id", worker_id, "--model", s.model, "--max-batch", str(s.max_batch),
                 "--log-level", "WARNING",
             ]  # fmt: skip
+            for setting in s.settings:
+                argv += ["--set", setting]
             # stderr to an unread pipe would fill and block a chatty worker: a file.
             log = self._logs[worker_id] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
             self._processes[worker_id] = subprocess.Popen(

@@ -46,6 +46,7 @@ class Pending:
     request: FrameRequest
     target: ReplyTarget
     received_mono: float  # time.monotonic() on arrival, for queue time
+    bundled: bool = False  # it came in a bundle, so its answer may go in one
 
 
 _IMAGE = -1  # group key of whole images; split points are >= 1

@@ -54,6 +54,7 @@ from edge_node.quality import (
 )
 from edge_node.replies import LinkLostError, ReplyRouter
 from edge_node.requests import Payload, build_request
+from edge_node.sender import FrameSender
 from edge_node.sources import CapturedFrame, FrameSource
 from edge_node.stats import EdgeStats, EdgeStatsSnapshot, format_status_line
 from edge_node.thresholds import adaptive_threshold
@@ -71,7 +72,6 @@ from pipeline.protocol import (
     WorkerStatus,
 )
 from pipeline.tasks import cancel_and_wait
-from pipeline.topics import request_properties
 
 __all__ = ["EdgeNode"]
 
@@ -106,6 +106,14 @@ class EdgeNode:
         self._on_status = on_status
         self._mqtt5 = config.broker.protocol == "5"
         self._replies = ReplyRouter(self.edge_id)
+        self.sender = FrameSender(
+            edge_id=self.edge_id,
+            topic=self._topics.frames(self.edge_id),
+            response_topic=self._topics.results(self.edge_id),
+            mqtt5=self._mqtt5,
+            qos=self._cfg.qos,
+            bundle=self._cfg.bundle,
+        )
         self._slots = asyncio.Semaphore(self._cfg.max_in_flight)
         self._run_token = secrets.token_hex(4)  # frame ids stay unique across restarts
         self._client: aiomqtt.Client | None = None
@@ -161,6 +169,7 @@ class EdgeNode:
                 await cancel_and_wait([status])
             await self._publish_status(online=False)
         finally:
+            await self.sender.close()
             await cancel_and_wait([link, lag])
             await asyncio.to_thread(self.metrics.close)
         return self.ledger.summary()
@@ -494,11 +503,6 @@ class EdgeNode:
             topic = self._topics.frames(self.edge_id)
             self._overhead_bytes = len(data) - len(request.payload) + len(topic)
             client = self._connected_client()
-            properties = None
-            if self._mqtt5:
-                properties = request_properties(
-                    self._topics.results(self.edge_id), frame_id.encode()
-                )
             sent_mono = time.monotonic()
             # The deadline covers the publish too: on a saturated link a QoS 1 publish
             # waits for its PUBACK behind everything queued ahead of it.
@@ -506,7 +510,7 @@ class EdgeNode:
                 loop.time() + max(0.0, request.deadline_ts - time.time())
             ):
                 bytes_sent = len(data)
-                await client.publish(topic, data, qos=self._cfg.qos, properties=properties)
+                await self.sender.send(client, frame_id, data)
                 reply = await future
         except TimeoutError:
             outcome = with_local_answer(

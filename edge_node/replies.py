@@ -16,7 +16,7 @@ import aiomqtt
 
 from pipeline.errors import ProtocolError
 from pipeline.mqtt import payload_bytes
-from pipeline.protocol import Reply, decode_reply
+from pipeline.protocol import Reply, decode_replies
 
 __all__ = ["LinkLostError", "ReplyRouter"]
 
@@ -52,12 +52,18 @@ class ReplyRouter:
 
     def on_message(self, message: aiomqtt.Message) -> None:
         try:
-            reply = decode_reply(payload_bytes(message))
-        except ProtocolError as exc:
+            replies, errors = decode_replies(payload_bytes(message))
+        except ProtocolError as broken:
+            errors, replies = [broken], []
+        for error in errors:
             self.bad_replies += 1
-            logger.warning("edge %s: bad reply on %s: %s", self._edge_id, message.topic, exc)
-            return
-        correlation = correlation_id(message)
+            logger.warning("edge %s: bad reply on %s: %s", self._edge_id, message.topic, error)
+        # A bundle's members name their frames; correlation data is a lone reply's.
+        correlation = correlation_id(message) if len(replies) == 1 and not errors else None
+        for reply in replies:
+            self._route(reply, correlation)
+
+    def _route(self, reply: Reply, correlation: str | None) -> None:
         if reply.frame_id and correlation and correlation != reply.frame_id:
             self.bad_replies += 1
             logger.warning(

@@ -104,11 +104,13 @@ def _publish_properties() -> Properties:
     return Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped
 
 
-def request_properties(response_topic: str, correlation: bytes) -> Properties:
-    """PUBLISH properties of an MQTT 5 request: where to answer and what to echo back."""
+def request_properties(response_topic: str, correlation: bytes | None) -> Properties:
+    """PUBLISH properties of an MQTT 5 request: where to answer and what to echo back
+    (nothing for a bundle, whose members name their own frames)."""
     props = _publish_properties()
     props.ResponseTopic = response_topic
-    props.CorrelationData = correlation
+    if correlation is not None:
+        props.CorrelationData = correlation
     return props
 
 

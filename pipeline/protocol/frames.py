@@ -157,6 +157,13 @@ class FrameRequest(_wire.WireMessage):
         obj = _wire.unpack_map(
             data, max_bytes=min(max_payload_bytes + 65_536, _wire.MAX_MESSAGE_BYTES)
         )
+        return cls.from_map(obj, max_payload_bytes=max_payload_bytes)
+
+    @classmethod
+    def from_map(
+        cls, obj: dict[str, object], *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    ) -> Self:
+        """Validate an already unpacked message (see :func:`_wire.unpack_map`)."""
         request = _wire.decode_as(cls, obj)
         if len(request.payload) > max_payload_bytes:
             raise ProtocolError(

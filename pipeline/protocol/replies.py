@@ -10,7 +10,7 @@ from pipeline.errors import ProtocolError
 from pipeline.protocol import _wire
 from pipeline.protocol._checks import check_id, check_non_negative, check_range, safe_id
 
-__all__ = ["ErrorCode", "ErrorReply", "Reply", "Result", "decode_reply"]
+__all__ = ["ErrorCode", "ErrorReply", "Reply", "Result", "decode_reply", "reply_from_map"]
 
 MAX_REPLY_BYTES = 256 * 1024
 MAX_ERROR_MESSAGE_CHARS = 1024
@@ -114,7 +114,11 @@ Reply = Result | ErrorReply
 
 def decode_reply(data: bytes | bytearray | memoryview) -> Reply:
     """Decode whatever arrived on a result topic: a :class:`Result` or an :class:`ErrorReply`."""
-    obj = _wire.unpack_map(data, max_bytes=MAX_REPLY_BYTES)
+    return reply_from_map(_wire.unpack_map(data, max_bytes=MAX_REPLY_BYTES))
+
+
+def reply_from_map(obj: dict[str, object]) -> Reply:
+    """Validate an already unpacked result or error (see :func:`_wire.unpack_map`)."""
     kind = _wire.message_type(obj)
     if kind == ErrorReply.MESSAGE_TYPE:
         return _wire.decode_as(ErrorReply, obj)
