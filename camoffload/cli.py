@@ -92,6 +92,8 @@ def _edge_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ledger", help="edge.ledger_path (SQLite)")
 
 
+WORKER_SWITCH_INTERVAL_S = 0.0005
+
 _FLAG_SETTINGS = {
     "worker_id": "worker.worker_id",
     "model": "worker.model",
@@ -210,6 +212,10 @@ def _print_config(config: Config) -> None:
 
 def _cmd_worker(config: Config) -> int:
     from cloud_worker import CloudWorker
+
+    # The event loop hands the GIL to the inference thread after at most this long
+    # (default 5 ms): decoding a bundle must not stall the forward pass's Python parts.
+    sys.setswitchinterval(WORKER_SWITCH_INTERVAL_S)
 
     async def main(stop: asyncio.Event) -> int:
         # The worker drains on ``stop`` itself; a second signal cancels it outright.

@@ -27,7 +27,9 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import aiomqtt
 from aiomqtt import Will
@@ -47,7 +49,17 @@ from pipeline.mqtt import (
     payload_bytes,
     translate_mqtt_errors,
 )
-from pipeline.protocol import ErrorCode, ErrorReply, FrameRequest, Reply, Result, WorkerStatus
+from pipeline.protocol import (
+    MAX_BUNDLE_FRAMES,
+    ErrorCode,
+    ErrorReply,
+    FrameRequest,
+    Reply,
+    ReplyBundle,
+    Result,
+    WorkerStatus,
+    decode_frames,
+)
 from pipeline.tasks import cancel_and_wait
 from pipeline.topics import ReplyTarget, reply_target
 
@@ -96,7 +108,13 @@ class CloudWorker:
         if self._classifier is None:
             # Building a model reads weights from disk: keep it off the loop.
             self._classifier = await asyncio.to_thread(
-                Classifier.by_name, self._cfg.model, self._cfg.device, half=self._cfg.half
+                partial(
+                    Classifier.by_name,
+                    self._cfg.model,
+                    self._cfg.device,
+                    half=self._cfg.half,
+                    frozen=self._cfg.frozen,
+                )
             )
         classifier = self._classifier
         if self._cfg.metrics_port is not None:
@@ -258,21 +276,47 @@ class CloudWorker:
             await asyncio.sleep(self._cfg.status_interval_s)
             await self._publish_status(client, online=True)
 
-    async def _reply(self, client: aiomqtt.Client, target: ReplyTarget, reply: Reply) -> None:
-        """Publish ``reply`` in the background; waits only while too many are unacked."""
+    def _count(self, reply: Reply) -> None:
         if isinstance(reply, ErrorReply):
             self.metrics.error(reply.code)
         else:
             self.metrics.request("ok")
+
+    async def _reply(self, client: aiomqtt.Client, target: ReplyTarget, reply: Reply) -> None:
+        """Publish ``reply`` in the background; waits only while too many are unacked."""
+        self._count(reply)
+        await self._publish_later(client, target, reply.to_bytes())
+
+    async def _publish_later(
+        self, client: aiomqtt.Client, target: ReplyTarget, data: bytes
+    ) -> None:
         while len(self._sending) >= _MAX_UNACKED_REPLIES:
             await asyncio.wait(self._sending, return_when=asyncio.FIRST_COMPLETED)
         task = asyncio.create_task(
-            client.publish(
-                target.topic, reply.to_bytes(), qos=self._cfg.qos, properties=target.properties
-            )
+            client.publish(target.topic, data, qos=self._cfg.qos, properties=target.properties)
         )
         self._sending.add(task)
         task.add_done_callback(self._sent)
+
+    async def _deliver(
+        self, client: aiomqtt.Client, answers: Sequence[tuple[ReplyTarget, Reply, bool]]
+    ) -> None:
+        """Publish answers: those to a bundling edge (the flag) as one bundle per
+        reply target, the rest one message each. Never waits for acknowledgements."""
+        # One bundle per topic and echoed correlation data (a bundle's, if it had any).
+        bundles: dict[tuple[str, object], tuple[ReplyTarget, list[bytes]]] = {}
+        for target, reply, bundled in answers:
+            if not bundled:
+                await self._reply(client, target, reply)
+                continue
+            self._count(reply)
+            key = (target.topic, getattr(target.properties, "CorrelationData", None))
+            bundles.setdefault(key, (target, []))[1].append(reply.to_bytes())
+        for target, members in bundles.values():
+            for start in range(0, len(members), MAX_BUNDLE_FRAMES):
+                chunk = members[start : start + MAX_BUNDLE_FRAMES]
+                data = chunk[0] if len(chunk) == 1 else ReplyBundle(replies=tuple(chunk)).to_bytes()
+                await self._publish_later(client, target, data)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
@@ -284,6 +328,12 @@ class CloudWorker:
         if self._sending:
             await asyncio.wait(self._sending)
 
+    def _refusal(self, code: ErrorCode, message: str, frame_id: str | None) -> ErrorReply:
+        self.stats.record_rejected()
+        return ErrorReply(
+            frame_id=frame_id, worker_id=self.worker_id, code=code, message=message[:1000]
+        )
+
     async def _refuse(
         self,
         client: aiomqtt.Client,
@@ -292,92 +342,86 @@ class CloudWorker:
         message: str,
         frame_id: str | None,
     ) -> None:
-        self.stats.record_rejected()
+        reply = self._refusal(code, message, frame_id)
         if target is None:
             self.metrics.error(code)
             return
-        reply = ErrorReply(
-            frame_id=frame_id, worker_id=self.worker_id, code=code, message=message[:1000]
-        )
         await self._reply(client, target, reply)
+
+    def _bad_message(self, topic: str, exc: ProtocolError) -> ErrorReply:
+        self.bad_messages += 1
+        self.metrics.bad_message()
+        logger.warning(
+            "worker %s: bad message on %s (%s): %s", self.worker_id, topic, exc.reason, exc
+        )
+        return self._refusal(ErrorCode.BAD_REQUEST, str(exc), exc.frame_id)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             topic = message.topic.value
             target = reply_target(self._topics, topic, message.properties)
             try:
-                request = FrameRequest.from_bytes(payload_bytes(message))
+                arrived = decode_frames(payload_bytes(message))
             except ProtocolError as exc:
-                self.bad_messages += 1
-                self.metrics.bad_message()
-                logger.warning(
-                    "worker %s: bad message on %s (%s): %s", self.worker_id, topic, exc.reason, exc
-                )
-                await self._refuse(client, target, ErrorCode.BAD_REQUEST, str(exc), exc.frame_id)
+                refusals = [self._bad_message(topic, exc)]
+                bundled = False
+            else:
+                bundled = arrived.bundled
+                refusals = [self._bad_message(topic, exc) for exc in arrived.errors]
+                for request in arrived.requests:
+                    refusal = self._admit(topic, target, request, bundled=bundled)
+                    if refusal is not None:
+                        refusals.append(refusal)
+            if target is None:
+                if refusals:
+                    logger.warning(
+                        "worker %s: a message on %s has nowhere to reply", self.worker_id, topic
+                    )
+                for refusal in refusals:
+                    self.metrics.error(refusal.code)
                 continue
-            await self._admit(client, topic, target, request)
+            await self._deliver(client, [(target, refusal, bundled) for refusal in refusals])
 
-    async def _admit(
-        self,
-        client: aiomqtt.Client,
-        topic: str,
-        target: ReplyTarget | None,
-        request: FrameRequest,
-    ) -> None:
+    def _admit(
+        self, topic: str, target: ReplyTarget | None, request: FrameRequest, *, bundled: bool
+    ) -> ErrorReply | None:
+        """Queue ``request``, or return the refusal to answer it with."""
         fid = request.frame_id
         if target is None:
-            logger.warning(
-                "worker %s: frame %s on %s has nowhere to reply", self.worker_id, fid, topic
-            )
-            self.metrics.error(ErrorCode.BAD_REQUEST)
-            return
+            return self._refusal(ErrorCode.BAD_REQUEST, "nowhere to reply", fid)
         if self._draining:
-            await self._refuse(
-                client, target, ErrorCode.SHUTTING_DOWN, "worker is shutting down", fid
-            )
-            return
+            return self._refusal(ErrorCode.SHUTTING_DOWN, "worker is shutting down", fid)
         topic_edge = self._topics.edge_of_frames_topic(topic)
         if topic_edge != request.edge_id:
-            await self._refuse(
-                client,
-                target,
+            return self._refusal(
                 ErrorCode.BAD_REQUEST,
                 f"edge_id {request.edge_id!r} does not match the topic's {topic_edge!r}",
                 fid,
             )
-            return
         served = self._served_model()
         if request.model != served:
-            await self._refuse(
-                client,
-                target,
+            return self._refusal(
                 ErrorCode.UNKNOWN_MODEL,
                 f"this worker serves {served!r}, not {request.model!r}",
                 fid,
             )
-            return
         now = time.time()
         if request.deadline_ts <= now:
-            await self._refuse(client, target, ErrorCode.EXPIRED, "deadline passed on arrival", fid)
-            return
+            return self._refusal(ErrorCode.EXPIRED, "deadline passed on arrival", fid)
         # The frames ahead of this one, and this one, at the recent per-image rate.
         ready_in_ms = self.stats.estimated_ms(self._queue.qsize() + 1)
         if request.deadline_ts <= now + ready_in_ms / 1000:
-            await self._refuse(
-                client,
-                target,
+            return self._refusal(
                 ErrorCode.EXPIRED,
                 f"the deadline is {(request.deadline_ts - now) * 1000:.0f} ms away and "
                 f"the work queued ahead needs ~{ready_in_ms:.0f} ms",
                 fid,
             )
-            return
         try:
-            self._queue.put_nowait(Pending(request, target, time.monotonic()))
+            self._queue.put_nowait(Pending(request, target, time.monotonic(), bundled))
         except asyncio.QueueFull:
-            await self._refuse(
-                client, target, ErrorCode.BUSY, f"queue full ({self._cfg.max_queue})", fid
-            )
+            return self._refusal(ErrorCode.BUSY, f"queue full ({self._cfg.max_queue})", fid)
+        return None
 
     async def _batches(
         self, client: aiomqtt.Client, classifier: Classifier, executor: ThreadPoolExecutor
@@ -414,22 +458,30 @@ class CloudWorker:
             # answers instead of letting those edges wait for their deadline.
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(_GOODBYE_TIMEOUT_S):
-                    await self._send_replies(client, await future)
+                    await self._send_replies(client, live, await future)
             raise
         compute_s = time.monotonic() - started
         computed = sum(1 for _, reply in replies if isinstance(reply, Result))
         if computed:
             self.stats.record_batch(len(live), compute_s * 1000)
             self.metrics.batch(computed, compute_s, [started - p.received_mono for p in live])
-        await self._send_replies(client, replies)
+        await self._send_replies(client, live, replies)
 
     async def _send_replies(
-        self, client: aiomqtt.Client, replies: list[tuple[ReplyTarget, Reply]]
+        self,
+        client: aiomqtt.Client,
+        live: list[Pending],
+        replies: list[tuple[ReplyTarget, Reply]],
     ) -> None:
         # Hand the whole batch to the broker at once: awaiting each QoS 1 PUBACK in turn
         # caps a worker at a few hundred frames/s.
-        for target, reply in replies:
-            await self._reply(client, target, reply)
+        await self._deliver(
+            client,
+            [
+                (target, reply, pending.bundled)
+                for pending, (target, reply) in zip(live, replies, strict=True)
+            ],
+        )
 
     async def _drop_expired(self, client: aiomqtt.Client, batch: list[Pending]) -> list[Pending]:
         """The requests of ``batch`` that can still be answered in time; the rest are
@@ -437,17 +489,23 @@ class CloudWorker:
         now = time.time()
         finish = now + self.stats.estimated_ms(len(batch)) / 1000
         live = [p for p in batch if p.request.deadline_ts > finish]
-        for p in batch:
-            if p.request.deadline_ts <= finish:
-                await self._refuse(
-                    client,
-                    p.target,
+        expired = [
+            (
+                p.target,
+                self._refusal(
                     ErrorCode.EXPIRED,
                     "deadline passed in the queue"
                     if p.request.deadline_ts <= now
                     else "deadline would pass before this batch finishes",
                     p.request.frame_id,
-                )
+                ),
+                p.bundled,
+            )
+            for p in batch
+            if p.request.deadline_ts <= finish
+        ]
+        if expired:
+            await self._deliver(client, expired)
         return live
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:

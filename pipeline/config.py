@@ -162,6 +162,10 @@ class EdgeConfig:
     qos: int = 1
     deadline_ms: float = 1000.0
     max_in_flight: int = 8
+    # Frames that are ready while earlier publishes still wait for their PUBACK leave
+    # together as one bundle message (edge_node/sender.py); a camera at its own pace
+    # sends one frame per message either way. False: always one frame per message.
+    bundle: bool = True
     jpeg_quality: int = 90
     model: str = DEFAULT_MODEL
     rate: str = "max"  # "max", "real" (the source's own fps) or a number of frames/s
@@ -295,11 +299,18 @@ class WorkerConfig:
     qos: int = 1
     model: str = DEFAULT_MODEL
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    max_batch: int = 8
-    max_wait_ms: float = 5.0
+    # A batch is whatever is queued when the inference thread is free, up to
+    # max_batch: under load the queue fills while the previous batch computes, and a
+    # lone frame at low load goes at once. max_wait_ms > 0 holds a batch open that
+    # long for company (worth it only where batch 1 costs as much as a full batch).
+    max_batch: int = 32
+    max_wait_ms: float = 0.0
     max_queue: int = 256
     status_interval_s: float = 1.0
     half: bool = False  # float16 inference (CUDA only)
+    # Serve the model as a frozen TorchScript graph (pipeline/frozen.py): BatchNorm
+    # folded, and no GIL held during the forward pass. False: eager PyTorch.
+    frozen: bool = True
     # Prometheus endpoint: None = off, 0 = any free port. Loopback by default; set
     # metrics_addr = "0.0.0.0" for a scraper on another host.
     metrics_port: int | None = None

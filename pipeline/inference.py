@@ -17,10 +17,13 @@ from torch import nn
 
 from pipeline.codecs import Image
 from pipeline.errors import ModelError
+from pipeline.frozen import frozen_or_eager
 from pipeline.models import EarlyExitResNet, ModelSpec, get_model_spec
 from pipeline.staging import HostStaging
 
 __all__ = ["Classifier", "Prediction", "resolve_device"]
+
+_TRACE_BATCH = 4  # the graph serves any batch size; tracing only needs an example
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +50,20 @@ class Classifier:
     """
 
     def __init__(
-        self, spec: ModelSpec, device: torch.device, *, topk: int = 5, half: bool = False
+        self,
+        spec: ModelSpec,
+        device: torch.device,
+        *,
+        topk: int = 5,
+        half: bool = False,
+        frozen: bool = True,
     ) -> None:
         if half and device.type != "cuda":
             raise ModelError("half precision needs a CUDA device; on the CPU it is slower")
         self.spec = spec
         self.device = device
         self.half = half
+        self.frozen = frozen  # serve TorchScript graphs (pipeline/frozen.py), not eager
         self.dtype = torch.float16 if half else torch.float32
         self.topk = min(topk, len(spec.labels))
         self._staging = HostStaging(device)
@@ -66,12 +76,20 @@ class Classifier:
             self._split_shapes = self._probe_split_shapes()
         else:
             self._model = spec.build().to(device, self.dtype).eval()
+        if frozen:
+            self._model = self._freeze(self._model, self.input_shape, "the whole model")
         self._mean = torch.tensor(spec.mean, device=device).view(1, spec.channels, 1, 1)
         self._std = torch.tensor(spec.std, device=device).view(1, spec.channels, 1, 1)
 
     @classmethod
-    def by_name(cls, name: str, device: str = "cpu", *, half: bool = False) -> Classifier:
-        return cls(get_model_spec(name), resolve_device(device), half=half)
+    def by_name(
+        cls, name: str, device: str = "cpu", *, half: bool = False, frozen: bool = True
+    ) -> Classifier:
+        return cls(get_model_spec(name), resolve_device(device), half=half, frozen=frozen)
+
+    def _freeze(self, module: nn.Module, shape: tuple[int, ...], what: str) -> nn.Module:
+        example = torch.zeros((_TRACE_BATCH, *shape), device=self.device, dtype=self.dtype)
+        return frozen_or_eager(module, example, what=f"{self.spec.name}: {what}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -167,7 +185,10 @@ class Classifier:
         part = self._cloud_parts.get(split)
         if part is None:
             assert self._network is not None  # activation_shape() checked it
-            part = self._cloud_parts[split] = self._network.cloud_part(split).eval()
+            part = self._network.cloud_part(split).eval()
+            if self.frozen:
+                part = self._freeze(part, shape, f"the cloud part after split {split}")
+            self._cloud_parts[split] = part
         return self._classify(part, lambda: self._stack(activations, shape), len(activations))
 
     def _classify(
