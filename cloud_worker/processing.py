@@ -1,6 +1,7 @@
 """The worker's CPU/GPU side: decode a batch of requests and classify it.
 
-Runs in the worker's inference thread, never on the event loop. A batch may mix the
+Runs in the worker's threads, never on the event loop: decoding in its decode thread,
+classifying in its inference thread. A batch may mix the
 three kinds of request; each kind (and each split point) runs as its own forward pass:
 
     image   a JPEG frame (full or abbreviated), or raw uint8 pixels (height, width, 1 or 3)
@@ -34,7 +35,7 @@ from pipeline.protocol import (
 from pipeline.protocol import Reply as ReplyMessage
 from pipeline.topics import ReplyTarget
 
-__all__ = ["Pending", "process_batch"]
+__all__ = ["DecodedBatch", "Pending", "classify_batch", "decode_batch", "process_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +117,19 @@ def _error(item: Pending, worker_id: str, code: ErrorCode, message: str) -> Erro
     )
 
 
-def process_batch(
-    batch: list[Pending], classifier: Classifier, worker_id: str
-) -> list[tuple[ReplyTarget, ReplyMessage]]:
-    """Decode and classify ``batch``; one reply per request, in order of the batch."""
+@dataclass(slots=True)
+class DecodedBatch:
+    """A batch after decoding: arrays grouped by forward pass, and the errors so far."""
+
+    batch: list[Pending]
+    replies: list[ReplyMessage | None]  # an error for each request that did not decode
+    groups: dict[int, list[tuple[int, np.ndarray]]]  # group key -> (index, array)
+    started: float  # time.monotonic() when decoding began: the end of queueing
+    decode_ms: float  # per request
+
+
+def decode_batch(batch: list[Pending], classifier: Classifier, worker_id: str) -> DecodedBatch:
+    """Decode every request of ``batch``; one that does not decode gets its error."""
     started = time.monotonic()
     replies: list[ReplyMessage | None] = [None] * len(batch)
     groups: dict[int, list[tuple[int, np.ndarray]]] = {}
@@ -131,8 +141,16 @@ def process_batch(
             continue
         groups.setdefault(key, []).append((i, array))
     decode_ms = (time.monotonic() - started) * 1000 / max(1, len(batch))
+    return DecodedBatch(batch, replies, groups, started, decode_ms)
+
+
+def classify_batch(
+    decoded: DecodedBatch, classifier: Classifier, worker_id: str
+) -> list[tuple[ReplyTarget, ReplyMessage]]:
+    """Run each group's forward pass; one reply per request, in order of the batch."""
+    batch, replies = decoded.batch, decoded.replies
     spec = classifier.spec
-    for key, members in groups.items():
+    for key, members in decoded.groups.items():
         forward_started = time.monotonic()
         try:
             predictions = _forward(classifier, key)([array for _, array in members])
@@ -156,9 +174,16 @@ def process_batch(
                 topk_scores=prediction.topk_scores,
                 model=spec.name,
                 model_version=spec.version,
-                queue_ms=max(0.0, (started - item.received_mono) * 1000),
-                decode_ms=decode_ms,
+                queue_ms=max(0.0, (decoded.started - item.received_mono) * 1000),
+                decode_ms=decoded.decode_ms,
                 inference_ms=inference_ms,
                 batch_size=len(members),
             )
     return [(item.target, reply) for item, reply in zip(batch, replies, strict=True) if reply]
+
+
+def process_batch(
+    batch: list[Pending], classifier: Classifier, worker_id: str
+) -> list[tuple[ReplyTarget, ReplyMessage]]:
+    """Decode and classify ``batch``; one reply per request, in order of the batch."""
+    return classify_batch(decode_batch(batch, classifier, worker_id), classifier, worker_id)

@@ -36,7 +36,7 @@ from aiomqtt import Will
 
 from cloud_worker.batching import next_batch
 from cloud_worker.metrics import WorkerMetrics
-from cloud_worker.processing import Pending, process_batch
+from cloud_worker.processing import DecodedBatch, Pending, classify_batch, decode_batch
 from cloud_worker.stats import WorkerStats
 from pipeline.config import Config
 from pipeline.errors import ProtocolError, TransportError
@@ -86,6 +86,8 @@ class CloudWorker:
         self._draining = False
         self._connected_once = False
         self._sending: set[asyncio.Task[None]] = set()
+        self._held: dict[int, list[Pending]] = {}  # batches taken, not yet computing
+        self._computing = 0  # frames in the inference thread now
         self.stats = WorkerStats()
         self.metrics = WorkerMetrics(self._cfg.worker_id, self._served_model())
         self.metrics_port: int | None = None  # bound port once the endpoint is up
@@ -245,6 +247,10 @@ class CloudWorker:
             return self._topics.shared_frames(self._cfg.group)
         return self._topics.frames_filter
 
+    def _waiting(self) -> int:
+        """Frames here and not yet computing: queued, or batched and decoding."""
+        return self._queue.qsize() + sum(len(batch) for batch in self._held.values())
+
     def _status(self, *, online: bool) -> WorkerStatus:
         classifier = self._classifier
         return WorkerStatus(
@@ -253,7 +259,7 @@ class CloudWorker:
             ts=time.time(),
             device=str(classifier.device) if classifier else self._cfg.device,
             models=(self._served_model(),),
-            queue_depth=self._queue.qsize(),
+            queue_depth=self._waiting(),
             queue_capacity=self._cfg.max_queue,
             mean_batch_size=self.stats.mean_batch_size,
             latency_ms_per_image=self.stats.latency_ms_per_image,
@@ -263,7 +269,7 @@ class CloudWorker:
         )
 
     async def _publish_status(self, client: aiomqtt.Client, *, online: bool) -> None:
-        self.metrics.queue_depth.set(self._queue.qsize())
+        self.metrics.queue_depth.set(self._waiting())
         await client.publish(
             self._topics.worker_status(self.worker_id),
             self._status(online=online).to_bytes(),
@@ -409,7 +415,7 @@ class CloudWorker:
         if request.deadline_ts <= now:
             return self._refusal(ErrorCode.EXPIRED, "deadline passed on arrival", fid)
         # The frames ahead of this one, and this one, at the recent per-image rate.
-        ready_in_ms = self.stats.estimated_ms(self._queue.qsize() + 1)
+        ready_in_ms = self.stats.estimated_ms(self._waiting() + self._computing + 1)
         if request.deadline_ts <= now + ready_in_ms / 1000:
             return self._refusal(
                 ErrorCode.EXPIRED,
@@ -426,17 +432,57 @@ class CloudWorker:
     async def _batches(
         self, client: aiomqtt.Client, classifier: Classifier, executor: ThreadPoolExecutor
     ) -> None:
+        """Two stages, one batch apart: while the inference thread classifies a batch,
+        a decode thread decodes the next (OpenCV releases the GIL), so decoding costs
+        the inference thread nothing. At most one decoded batch waits for it."""
+        decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.worker_id}-decode")
+        decoded: asyncio.Queue[DecodedBatch] = asyncio.Queue(maxsize=1)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._decode_stage(client, classifier, decoder, decoded))
+                group.create_task(self._classify_stage(client, classifier, executor, decoded))
+        finally:
+            decoder.shutdown(wait=False, cancel_futures=True)
+
+    async def _decode_stage(
+        self,
+        client: aiomqtt.Client,
+        classifier: Classifier,
+        decoder: ThreadPoolExecutor,
+        out: asyncio.Queue[DecodedBatch],
+    ) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = await next_batch(
                 self._queue, max_batch=self._cfg.max_batch, max_wait_s=self._cfg.max_wait_ms / 1000
             )
+            live = await self._drop_expired(client, batch)
+            for _ in range(len(batch) - len(live)):
+                self._queue.task_done()
+            if not live:
+                continue
+            # Taken from the queue but not yet computing: answered by _goodbye if the
+            # worker is cancelled before the inference thread gets them.
+            self._held[id(live)] = live
+            await out.put(
+                await loop.run_in_executor(decoder, decode_batch, live, classifier, self.worker_id)
+            )
+
+    async def _classify_stage(
+        self,
+        client: aiomqtt.Client,
+        classifier: Classifier,
+        executor: ThreadPoolExecutor,
+        decoded_batches: asyncio.Queue[DecodedBatch],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            decoded = await decoded_batches.get()
+            self._held.pop(id(decoded.batch), None)
             try:
-                live = await self._drop_expired(client, batch)
-                if live:
-                    await self._compute(client, classifier, executor, live, loop)
+                await self._compute(client, classifier, executor, decoded, loop)
             finally:
-                for _ in batch:
+                for _ in decoded.batch:
                     self._queue.task_done()
 
     async def _compute(
@@ -444,12 +490,14 @@ class CloudWorker:
         client: aiomqtt.Client,
         classifier: Classifier,
         executor: ThreadPoolExecutor,
-        live: list[Pending],
+        decoded: DecodedBatch,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
+        live = decoded.batch
         started = time.monotonic()
+        self._computing = len(live)
         future = loop.run_in_executor(
-            executor, _process_batch_slowed, live, classifier, self.worker_id, self._cfg.slowdown
+            executor, _classify_slowed, decoded, classifier, self.worker_id, self._cfg.slowdown
         )
         try:
             replies = await asyncio.shield(future)
@@ -460,11 +508,15 @@ class CloudWorker:
                 async with asyncio.timeout(_GOODBYE_TIMEOUT_S):
                     await self._send_replies(client, live, await future)
             raise
+        finally:
+            self._computing = 0
         compute_s = time.monotonic() - started
         computed = sum(1 for _, reply in replies if isinstance(reply, Result))
         if computed:
             self.stats.record_batch(len(live), compute_s * 1000)
-            self.metrics.batch(computed, compute_s, [started - p.received_mono for p in live])
+            self.metrics.batch(
+                computed, compute_s, [decoded.started - p.received_mono for p in live]
+            )
         await self._send_replies(client, live, replies)
 
     async def _send_replies(
@@ -487,7 +539,8 @@ class CloudWorker:
         """The requests of ``batch`` that can still be answered in time; the rest are
         answered ``expired`` without being computed."""
         now = time.time()
-        finish = now + self.stats.estimated_ms(len(batch)) / 1000
+        # This batch computes after the one in the inference thread now.
+        finish = now + self.stats.estimated_ms(len(batch) + self._computing) / 1000
         live = [p for p in batch if p.request.deadline_ts > finish]
         expired = [
             (
@@ -509,6 +562,16 @@ class CloudWorker:
         return live
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
+        held = [p for batch in self._held.values() for p in batch]
+        self._held.clear()
+        for pending in held:
+            await self._refuse(
+                client,
+                pending.target,
+                ErrorCode.SHUTTING_DOWN,
+                "worker is shutting down",
+                pending.request.frame_id,
+            )
         while True:
             try:
                 pending = self._queue.get_nowait()
@@ -527,13 +590,13 @@ class CloudWorker:
         logger.info("worker %s offline", self.worker_id)
 
 
-def _process_batch_slowed(
-    live: list[Pending], classifier: Classifier, worker_id: str, slowdown: float
+def _classify_slowed(
+    decoded: DecodedBatch, classifier: Classifier, worker_id: str, slowdown: float
 ) -> list[tuple[ReplyTarget, Reply]]:
-    """``process_batch``, then hold the inference thread ``slowdown - 1`` times as long
-    again (``worker.slowdown``): the whole batch path, timings and queue, slows alike."""
+    """``classify_batch``, then hold the inference thread ``slowdown - 1`` times as long
+    again (``worker.slowdown``): the whole compute path, timings and queue, slows alike."""
     started = time.monotonic()
-    replies = process_batch(live, classifier, worker_id)
+    replies = classify_batch(decoded, classifier, worker_id)
     if slowdown > 1.0:
         time.sleep((slowdown - 1.0) * (time.monotonic() - started))
     return replies

@@ -152,13 +152,13 @@ def test_background_load_offers_frames_and_counts_every_one(config: Config) -> N
 
 
 def test_worker_slowdown_stretches_each_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake_batch(live: list, classifier: object, worker_id: str) -> list:  # type: ignore[type-arg]
+    def fake_batch(decoded: object, classifier: object, worker_id: str) -> list:  # type: ignore[type-arg]
         time.sleep(0.02)
         return []
 
-    monkeypatch.setattr(worker_module, "process_batch", fake_batch)
+    monkeypatch.setattr(worker_module, "classify_batch", fake_batch)
     started = time.monotonic()
-    worker_module._process_batch_slowed([], None, "w", 3.0)  # type: ignore[arg-type]
+    worker_module._classify_slowed(None, None, "w", 3.0)  # type: ignore[arg-type]
     assert time.monotonic() - started >= 0.058  # 3 x 20 ms; load only makes it longer
 
 

@@ -213,8 +213,9 @@ def test_a_full_queue_answers_busy_at_once_and_every_frame_gets_one_reply(
     done = [r for r in replies if isinstance(r, Result)]
     assert busy
     assert all(r.code is ErrorCode.BUSY for r in busy)
-    # One in the thread, two queued, perhaps one more taken while the batch formed.
-    assert 3 <= len(done) <= 4, (len(done), len(busy))
+    # One in the inference thread, one decoded waiting for it, one decoding (or
+    # waiting to hand over), two queued: the worker holds max_queue + 2 batches at most.
+    assert 3 <= len(done) <= 5, (len(done), len(busy))
     assert first_busy_s < 0.2  # back-pressure is immediate, not after a batch
 
 
