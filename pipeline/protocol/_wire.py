@@ -90,71 +90,124 @@ def _bad_type(field: str, expected: str, value: object, frame_id: str | None) ->
     )
 
 
-def _coerce(value: object, tp: Any, field: str, frame_id: str | None) -> object:
-    """Check ``value`` against the declared type ``tp`` and return it in Python form."""
+Checker = typing.Callable[[object, str, "str | None"], object]
+
+
+@functools.cache
+def _checker(tp: Any) -> Checker:
+    """A function that checks a value against the declared type ``tp`` and returns it in
+    Python form. Built once per type: decoding is on every frame's hot path, and
+    inspecting type hints per field per message cost more than MessagePack itself."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         members = typing.get_args(tp)
-        if value is None and type(None) in members:
-            return None
-        (inner,) = [m for m in members if m is not type(None)]
-        return _coerce(value, inner, field, frame_id)
+        (inner_type,) = [m for m in members if m is not type(None)]
+        inner = _checker(inner_type)
+        optional = type(None) in members
+
+        def union(value: object, field: str, frame_id: str | None) -> object:
+            if value is None and optional:
+                return None
+            return inner(value, field, frame_id)
+
+        return union
     if origin is tuple:
-        item_type = typing.get_args(tp)[0]
-        if not isinstance(value, (tuple, list)):
-            raise _bad_type(field, "array", value, frame_id)
-        if len(value) > MAX_ARRAY_ITEMS:
-            raise ProtocolError(
-                f"field {field!r}: {len(value)} items is more than {MAX_ARRAY_ITEMS}",
-                reason="oversize",
-                frame_id=frame_id,
-            )
-        return tuple(_coerce(item, item_type, f"{field}[]", frame_id) for item in value)
+        item = _checker(typing.get_args(tp)[0])
+
+        def array(value: object, field: str, frame_id: str | None) -> object:
+            if not isinstance(value, (tuple, list)):
+                raise _bad_type(field, "array", value, frame_id)
+            if len(value) > MAX_ARRAY_ITEMS:
+                raise ProtocolError(
+                    f"field {field!r}: {len(value)} items is more than {MAX_ARRAY_ITEMS}",
+                    reason="oversize",
+                    frame_id=frame_id,
+                )
+            name = f"{field}[]"
+            return tuple(item(v, name, frame_id) for v in value)
+
+        return array
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        if not isinstance(value, str):
-            raise _bad_type(field, "string", value, frame_id)
-        try:
-            return tp(value)
-        except ValueError:
-            allowed = ", ".join(m.value for m in tp)
-            raise ProtocolError(
-                f"field {field!r}: {value!r} is not one of {allowed}",
-                reason="bad_value",
-                frame_id=frame_id,
-            ) from None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _bad_type(field, "bool", value, frame_id)
-        return value
-    if tp is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise _bad_type(field, "int", value, frame_id)
-        return value
-    if tp is float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise _bad_type(field, "float", value, frame_id)
-        if not math.isfinite(value):
-            raise ProtocolError(
-                f"field {field!r}: {value!r} is not a finite number",
-                reason="bad_value",
-                frame_id=frame_id,
-            )
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise _bad_type(field, "string", value, frame_id)
-        if len(value) > MAX_STR_CHARS:
-            raise ProtocolError(
-                f"field {field!r}: string of {len(value)} chars is too long",
-                reason="oversize",
-                frame_id=frame_id,
-            )
-        return value
-    if tp is bytes:
-        if not isinstance(value, bytes):
-            raise _bad_type(field, "binary", value, frame_id)
-        return value
-    raise TypeError(f"unsupported schema type {_type_name(tp)} for field {field!r}")
+        return functools.partial(_check_enum, tp)
+    simple = _SIMPLE.get(tp)
+    if simple is None:
+        raise TypeError(f"unsupported schema type {_type_name(tp)}")
+    return simple
+
+
+def _check_enum(tp: type[enum.Enum], value: object, field: str, frame_id: str | None) -> object:
+    if not isinstance(value, str):
+        raise _bad_type(field, "string", value, frame_id)
+    try:
+        return tp(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in tp)
+        raise ProtocolError(
+            f"field {field!r}: {value!r} is not one of {allowed}",
+            reason="bad_value",
+            frame_id=frame_id,
+        ) from None
+
+
+def _check_bool(value: object, field: str, frame_id: str | None) -> object:
+    if not isinstance(value, bool):
+        raise _bad_type(field, "bool", value, frame_id)
+    return value
+
+
+def _check_int(value: object, field: str, frame_id: str | None) -> object:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _bad_type(field, "int", value, frame_id)
+    return value
+
+
+def _check_float(value: object, field: str, frame_id: str | None) -> object:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise _bad_type(field, "float", value, frame_id)
+    if not math.isfinite(value):
+        raise ProtocolError(
+            f"field {field!r}: {value!r} is not a finite number",
+            reason="bad_value",
+            frame_id=frame_id,
+        )
+    return float(value)
+
+
+def _check_str(value: object, field: str, frame_id: str | None) -> object:
+    if not isinstance(value, str):
+        raise _bad_type(field, "string", value, frame_id)
+    if len(value) > MAX_STR_CHARS:
+        raise ProtocolError(
+            f"field {field!r}: string of {len(value)} chars is too long",
+            reason="oversize",
+            frame_id=frame_id,
+        )
+    return value
+
+
+def _check_bytes(value: object, field: str, frame_id: str | None) -> object:
+    if not isinstance(value, bytes):
+        raise _bad_type(field, "binary", value, frame_id)
+    return value
+
+
+_SIMPLE: dict[Any, Checker] = {
+    bool: _check_bool,
+    int: _check_int,
+    float: _check_float,
+    str: _check_str,
+    bytes: _check_bytes,
+}
+
+
+@functools.cache
+def _allowed_keys(cls: type) -> frozenset[str]:
+    return frozenset(_field_types(cls)) | {_VERSION_KEY, _TYPE_KEY}
+
+
+@functools.cache
+def _field_checkers(cls: type) -> tuple[tuple[str, Checker], ...]:
+    return tuple((name, _checker(tp)) for name, tp in _field_types(cls).items())
 
 
 def _to_wire(value: object) -> object:
@@ -230,15 +283,15 @@ def decode_as(cls: type[E], obj: Mapping[str, object]) -> E:
             reason="wrong_message_type",
             frame_id=frame_id,
         )
-    types_by_field = _field_types(cls)
-    unknown = sorted(set(obj) - set(types_by_field) - {_VERSION_KEY, _TYPE_KEY})
+    keys = obj.keys()
+    unknown = [] if keys <= _allowed_keys(cls) else sorted(keys - _allowed_keys(cls))
     if unknown:
         raise ProtocolError(
             f"unknown field(s) {', '.join(map(repr, unknown))} in {kind!r} message",
             reason="unknown_field",
             frame_id=frame_id,
         )
-    missing = sorted(_required_fields(cls) - set(obj))
+    missing = [] if _required_fields(cls) <= keys else sorted(_required_fields(cls) - keys)
     if missing:
         raise ProtocolError(
             f"missing field(s) {', '.join(map(repr, missing))} in {kind!r} message",
@@ -246,8 +299,8 @@ def decode_as(cls: type[E], obj: Mapping[str, object]) -> E:
             frame_id=frame_id,
         )
     kwargs = {
-        name: _coerce(obj[name], tp, name, frame_id)
-        for name, tp in types_by_field.items()
+        name: check(obj[name], name, frame_id)
+        for name, check in _field_checkers(cls)
         if name in obj
     }
     return cls(**kwargs)
