@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from camoffload import __version__
+from camoffload.bench_commands import add_bench_command, run_bench_command
 from camoffload.broker_commands import add_broker_command, run_broker_command
 from camoffload.calibrate_commands import add_calibrate_command, run_calibrate_command
 from camoffload.eval_commands import add_eval_command, run_eval_command
@@ -64,6 +65,7 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-batch", type=int, help="worker.max_batch")
     group.add_argument("--max-wait-ms", type=float, help="worker.max_wait_ms")
     group.add_argument("--max-queue", type=int, help="worker.max_queue")
+    group.add_argument("--threads", type=int, help="worker.threads: torch threads in this worker")
     group.add_argument(
         "--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any free)"
     )
@@ -101,6 +103,7 @@ _FLAG_SETTINGS = {
     "half": "worker.half",
     "max_batch": "worker.max_batch",
     "max_wait_ms": "worker.max_wait_ms",
+    "threads": "worker.threads",
     "max_queue": "worker.max_queue",
     "metrics_port": "worker.metrics_port",
     "slowdown": "worker.slowdown",
@@ -180,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _edge_options(p)
     add_eval_command(sub)
+    add_bench_command(sub)
     add_link_command(sub)
     add_calibrate_command(sub)
     add_model_commands(sub)
@@ -323,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_ledger_command(args)
         if args.command == "eval":
             return run_eval_command(args, argv)
+        if args.command == "bench":
+            return run_bench_command(args)
         if args.command == "link":
             return run_link_command(args)
         if args.command == "calibrate":

@@ -49,6 +49,11 @@ class WorkerGroup:
         self._logs: dict[str, IO[bytes]] = {}
         self.worker_ids = [f"{settings.group_tag}-w{i + 1}" for i in range(settings.count)]
 
+    @property
+    def pids(self) -> dict[str, int]:
+        """Worker id -> pid of the running workers."""
+        return {worker_id: process.pid for worker_id, process in self._processes.items()}
+
     async def start(self) -> None:
         self._spawn()
         try:

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import aiomqtt
+import torch
 from aiomqtt import Will
 
 from cloud_worker.batching import next_batch
@@ -107,6 +108,8 @@ class CloudWorker:
 
         ``ready`` is set once subscribed and announced.
         """
+        if self._cfg.threads is not None:
+            torch.set_num_threads(self._cfg.threads)  # process-wide, like the setting
         if self._classifier is None:
             # Building a model reads weights from disk: keep it off the loop.
             self._classifier = await asyncio.to_thread(

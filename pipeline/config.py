@@ -311,6 +311,11 @@ class WorkerConfig:
     # Serve the model as a frozen TorchScript graph (pipeline/frozen.py): BatchNorm
     # folded, and no GIL held during the forward pass. False: eager PyTorch.
     frozen: bool = True
+    # torch's intra-op threads in this worker's process (None: torch's default, one
+    # per core). On a small CPU box, N workers with cores/N threads each beat one
+    # worker with all of them: no thread waits at a barrier for a core another
+    # process holds (docs/performance.md).
+    threads: int | None = None
     # Prometheus endpoint: None = off, 0 = any free port. Loopback by default; set
     # metrics_addr = "0.0.0.0" for a scraper on another host.
     metrics_port: int | None = None
@@ -338,6 +343,8 @@ class WorkerConfig:
         )
         if self.max_wait_ms < 0:
             raise ConfigError("worker.max_wait_ms must be >= 0", key="worker.max_wait_ms")
+        if self.threads is not None and not 1 <= self.threads <= 1024:
+            raise ConfigError("worker.threads must be 1-1024", key="worker.threads")
         if self.drain_timeout_s < 0:
             raise ConfigError("worker.drain_timeout_s must be >= 0", key="worker.drain_timeout_s")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:

@@ -1,0 +1,326 @@
+"""One benchmark run: the model alone, the HTTP baseline and the MQTT pipeline, per
+payload kind, one after the other on the same machine and frames.
+
+For each payload kind:
+
+1. the model alone (:mod:`camoffload.perf.ceiling`), as one process with every core's
+   threads and as one process per worker: the ceiling;
+2. the seed's HTTP design (:mod:`camoffload.perf.http_baseline`) at each concurrency;
+3. the pipeline (:mod:`camoffload.perf.mqtt_load`) with 1 and 2 worker processes
+   (``cores / workers`` torch threads each), at rising offered load and saturated (a
+   window of frames in flight), bundled and one frame per message.
+
+Nothing else of the benchmark runs while one contender is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from broker import mosquitto_broker
+from camoffload.perf.ceiling import model_alone_fps_in_processes
+from camoffload.perf.cpu import CpuMeter
+from camoffload.perf.mqtt_load import LoadResult, drive_pipeline
+from camoffload.perf.workload import PAYLOADS, PayloadKind, Workload, make_workload
+from camoffload.processes import WorkerGroup, WorkerSettings
+from pipeline.codecs import encode_jpeg
+from pipeline.config import Config, load_config
+from pipeline.inference import Classifier
+
+__all__ = ["QUICK", "BenchSettings", "Measured", "PayloadReport", "Row", "run_bench"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchSettings:
+    model: str = "fmnist_exit_resnet"
+    payloads: tuple[PayloadKind, ...] = PAYLOADS
+    frames: int = 6000  # per saturated run: long enough that filling and draining the
+    # window (256 frames each way) is a small part of it
+    low_load_frames: int = 200  # one at a time: the low-load latency
+    workers: tuple[int, ...] = (1, 2)
+    rates: tuple[float, ...] = (100.0, 250.0, 500.0, 1000.0)  # offered frames/s
+    window: int = 256  # frames in flight when saturated
+    http_concurrency: tuple[int, ...] = (1, 8, 32)
+    max_batch: int = 32
+    ceiling_seconds: float = 3.0
+    rounds: int = 3  # model alone vs saturated pipeline, alternated
+    http: bool = True
+
+
+QUICK = BenchSettings(
+    payloads=("jpeg",),
+    frames=5000,
+    rates=(250.0, 1000.0),
+    http_concurrency=(1, 32),
+    ceiling_seconds=2.0,
+)
+
+
+@dataclass(slots=True)
+class Row:
+    """One measured line of the table."""
+
+    contender: str  # "model alone", "HTTP", "MQTT"
+    setup: str
+    load: str
+    fps: float
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    answered: int | None = None
+    errors: int | None = None
+    top1: float | None = None
+    mean_batch: float | None = None
+    messages_per_frame: float | None = None
+    saturated: bool = False  # counts toward the saturated comparison
+
+
+@dataclass(slots=True)
+class Measured:
+    """A pipeline run with what it cost each process."""
+
+    workers: int
+    result: LoadResult
+    cpu_s: dict[str, float]
+
+
+@dataclass(slots=True)
+class PayloadReport:
+    kind: PayloadKind
+    payload_bytes: float
+    encode_us: dict[str, float]  # edge-side encoding per frame, by step
+    rows: list[Row] = field(default_factory=list)
+    saturated: list[Measured] = field(default_factory=list)  # bundled, per worker count
+    low_load: Measured | None = None
+    round_ratios: list[float] = field(default_factory=list)  # best pipeline / best alone
+
+    def best(self, contender: str) -> Row | None:
+        rows = [r for r in self.rows if r.contender == contender and r.saturated]
+        return max(rows, key=lambda r: r.fps, default=None)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _per_frame_us(action: Callable[[], object], count: int) -> float:
+    started = time.perf_counter()
+    action()
+    return (time.perf_counter() - started) * 1e6 / count
+
+
+def _encode_costs(workload: Workload, classifier: Classifier) -> dict[str, float]:
+    """What an edge spends per frame before publishing: the payload, the envelope."""
+    n = min(workload.count, 500)
+    costs = {"envelope": _per_frame_us(lambda: workload.requests("e", "x")[:n], workload.count)}
+    if workload.kind == "jpeg":
+        images = workload.model_inputs[:n]
+        costs["jpeg"] = _per_frame_us(lambda: [encode_jpeg(i, 90) for i in images], n)
+    return costs
+
+
+def _row_from(result: LoadResult, setup: str, load: str, *, saturated: bool) -> Row:
+    return Row(
+        "MQTT",
+        setup,
+        load,
+        result.fps,
+        result.percentile(50),
+        result.percentile(95),
+        result.percentile(99),
+        result.answered,
+        result.errors,
+        result.correct / result.frames,
+        result.mean([float(b) for b in result.batch_sizes]),
+        (result.messages_out + result.messages_in) / max(1, result.frames),
+        saturated=saturated,
+    )
+
+
+async def _http_rows(settings: BenchSettings, workload: Workload, report: PayloadReport) -> None:
+    try:
+        from camoffload.perf.http_baseline import drive_http, http_server
+    except ImportError as exc:  # the bench extra is not installed
+        logger.warning("HTTP baseline skipped (%s): pip install 'camoffload[bench]'", exc)
+        return
+    async with http_server(settings.model) as url:
+        for concurrency in settings.http_concurrency:
+            warm = dataclasses.replace(workload, payloads=workload.payloads[:64])
+            await drive_http(url, warm, concurrency)
+            row = await drive_http(url, workload, concurrency)
+            report.rows.append(
+                Row(
+                    "HTTP", "FastAPI + uvicorn, batch 1", f"{concurrency} in flight",
+                    row.frames_per_s, row.p50_ms, row.p95_ms, row.p99_ms, row.answered,
+                    row.errors, row.accuracy, 1.0, 2.0, saturated=True,
+                )
+            )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _broker() -> Iterator[tuple[str, int]]:
+    process = mosquitto_broker(port=0)
+    with process as info:
+        assert process.pid is not None
+        yield info.url, process.pid
+
+
+@dataclass(slots=True)
+class _Group:
+    """One worker layout: ``workers`` processes with ``threads`` torch threads each, on
+    a prefix of its own (layouts run side by side without sharing frames)."""
+
+    workers: int
+    threads: int
+    config: Config
+    processes: WorkerGroup
+
+    @property
+    def setup(self) -> str:
+        return f"{self.workers} worker x {self.threads} thread"
+
+
+def _group(url: str, settings: BenchSettings, workers: int) -> _Group:
+    config = load_config(
+        env={}, overrides=[f"broker.url={url}", f"prefix=bench-{uuid.uuid4().hex[:8]}"]
+    )
+    threads = max(1, _cores() // workers)
+    worker_settings = WorkerSettings(
+        model=settings.model,
+        count=workers,
+        max_batch=settings.max_batch,
+        group_tag=f"bench{workers}",  # client ids stay unique across layouts
+        settings=(f"worker.threads={threads}", "worker.max_wait_ms=0", "worker.max_queue=1024"),
+    )
+    return _Group(workers, threads, config, WorkerGroup(config, worker_settings))
+
+
+async def _load_rows(
+    settings: BenchSettings, group: _Group, workload: Workload, report: PayloadReport
+) -> None:
+    """One frame at a time (the low-load latency), then rising offered load."""
+    warm = dataclasses.replace(workload, payloads=workload.payloads[:400])
+    await drive_pipeline(group.config, warm, window=64)  # traces, allocators, caches
+    low = dataclasses.replace(workload, payloads=workload.payloads[: settings.low_load_frames])
+    result = await drive_pipeline(group.config, low, window=1)
+    report.rows.append(_row_from(result, group.setup, "1 in flight", saturated=False))
+    if report.low_load is None:
+        report.low_load = Measured(group.workers, result, {})
+    for rate in settings.rates:
+        frames = max(settings.low_load_frames, min(workload.count, int(rate * 4)))
+        load = dataclasses.replace(workload, payloads=workload.payloads[:frames])
+        result = await drive_pipeline(group.config, load, rate=rate)
+        report.rows.append(_row_from(result, group.setup, f"{rate:g}/s offered", saturated=False))
+
+
+async def _side_by_side(
+    settings: BenchSettings,
+    groups: list[_Group],
+    workload: Workload,
+    report: PayloadReport,
+    pids: dict[str, int],
+) -> None:
+    """Rounds of: the model alone in every layout, then the saturated pipeline in every
+    layout. This machine's speed wanders by tens of percent over a minute, so each
+    round compares runs seconds apart, and the ratio is the median over rounds."""
+    cores = _cores()
+    layouts = sorted({(1, cores), *((g.workers, g.threads) for g in groups)})
+    alone: dict[tuple[int, int], list[float]] = {layout: [] for layout in layouts}
+    runs: dict[int, list[Measured]] = {g.workers: [] for g in groups}
+    for _ in range(settings.rounds):
+        ceiling = 0.0
+        for processes, threads in layouts:
+            fps = await asyncio.to_thread(
+                model_alone_fps_in_processes, settings.model, workload.kind, settings.max_batch,
+                processes=processes, threads=threads, seconds=settings.ceiling_seconds,
+            )  # fmt: skip
+            alone[(processes, threads)].append(fps)
+            ceiling = max(ceiling, fps)
+        best = 0.0
+        for group in groups:
+            meter = CpuMeter(pids)
+            meter.start()
+            result = await drive_pipeline(group.config, workload, window=settings.window)
+            runs[group.workers].append(Measured(group.workers, result, meter.stop()))
+            best = max(best, result.fps)
+        report.round_ratios.append(best / ceiling)
+    for (processes, threads), values in alone.items():
+        report.rows.append(
+            Row(
+                "model alone", f"{processes} process x {threads} thread",
+                f"batch {settings.max_batch}, median of {len(values)}",
+                statistics.median(values), saturated=True,
+            )
+        )  # fmt: skip
+    for group in groups:
+        ordered = sorted(runs[group.workers], key=lambda m: m.result.fps)
+        middle = ordered[len(ordered) // 2]
+        report.saturated.append(middle)
+        report.rows.append(
+            _row_from(
+                middle.result,
+                group.setup,
+                f"{settings.window} in flight, bundled, median of {len(ordered)}",
+                saturated=True,
+            )
+        )
+        result = await drive_pipeline(group.config, workload, window=settings.window, bundle=False)
+        report.rows.append(
+            _row_from(
+                result, group.setup, f"{settings.window} in flight, 1 frame/message", saturated=True
+            )
+        )
+
+
+async def run_bench(
+    settings: BenchSettings, *, progress: Callable[[str], None] = lambda _: None
+) -> list[PayloadReport]:
+    """Measure every contender for every payload kind; rows in the order measured."""
+    classifier = await asyncio.to_thread(Classifier.by_name, settings.model, "cpu")
+    workloads = {
+        kind: await asyncio.to_thread(make_workload, kind, classifier, settings.frames)
+        for kind in settings.payloads
+    }
+    reports = {
+        kind: PayloadReport(kind, w.payload_bytes, _encode_costs(w, classifier))
+        for kind, w in workloads.items()
+    }
+    del classifier
+    if settings.http:
+        for kind in settings.payloads:
+            progress(f"{kind}: the HTTP baseline")
+            await _http_rows(settings, workloads[kind], reports[kind])
+    with _broker() as (url, broker_pid):
+        groups = [_group(url, settings, workers) for workers in settings.workers]
+        try:
+            for group in groups:
+                progress(f"starting {group.setup}")
+                await group.processes.start()
+            pids = {"edge": os.getpid(), "broker": broker_pid}
+            for group in groups:
+                pids.update(group.processes.pids)
+            for kind, workload in workloads.items():
+                for group in groups:
+                    progress(f"{kind}: the pipeline, {group.setup}, low and rising load")
+                    await _load_rows(settings, group, workload, reports[kind])
+                progress(f"{kind}: the model alone and the saturated pipeline, side by side")
+                await _side_by_side(settings, groups, workload, reports[kind], pids)
+        finally:
+            for group in groups:
+                await group.processes.stop()
+    return list(reports.values())
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
