@@ -3,7 +3,7 @@
 ::
 
     camoffload bench                     # the short version: JPEG frames, ~2 minutes
-    camoffload bench --full              # every payload kind and load (bench/pipeline.py)
+    camoffload bench --full              # every payload kind and load (bench/pipeline_bench.py)
     camoffload bench --payloads raw,tensor --workers 2
 
 Starts its own Mosquitto, worker processes and HTTP server on 127.0.0.1 and stops them
@@ -50,7 +50,7 @@ def _payloads(text: str) -> tuple[PayloadKind, ...]:
 
 
 def add_bench_options(p: argparse.ArgumentParser) -> None:
-    """The options shared by ``camoffload bench`` and ``bench/pipeline.py``."""
+    """The options shared by ``camoffload bench`` and ``bench/pipeline_bench.py``."""
     p.add_argument("--model", help="registry model (default fmnist_exit_resnet)")
     p.add_argument("--payloads", type=_payloads, help=f"some of {','.join(PAYLOADS)}")
     p.add_argument("--workers", type=_ints, help="worker counts to run (default 1,2)")
@@ -59,6 +59,7 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, help="frames in flight when saturated (default 256)")
     p.add_argument("--max-batch", type=int, help="the workers' max_batch (default 32)")
     p.add_argument("--concurrency", type=_ints, help="HTTP requests in flight (default 1,8,32)")
+    p.add_argument("--rounds", type=int, help="model-alone vs pipeline rounds (default 3)")
     p.add_argument("--no-http", action="store_true", help="skip the HTTP baseline")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
 
@@ -86,6 +87,7 @@ def bench_settings(args: argparse.Namespace, base: BenchSettings) -> BenchSettin
         ("window", "window"),
         ("max_batch", "max_batch"),
         ("concurrency", "http_concurrency"),
+        ("rounds", "rounds"),
     ):
         if getattr(args, option) is not None:
             changes[name] = getattr(args, option)
@@ -94,8 +96,8 @@ def bench_settings(args: argparse.Namespace, base: BenchSettings) -> BenchSettin
     if args.no_http:
         changes["http"] = False
     settings = dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-    if settings.frames < 2 * settings.max_batch or settings.window < 1:
-        raise SystemExit("--frames must be at least two batches and --window positive")
+    if settings.frames < 2 * settings.max_batch or settings.window < 1 or settings.rounds < 1:
+        raise SystemExit("--frames must be at least two batches; --window, --rounds positive")
     return settings
 
 

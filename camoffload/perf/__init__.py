@@ -1,4 +1,4 @@
-"""The pipeline's performance benchmark (``camoffload bench``, ``bench/pipeline.py``).
+"""The pipeline's performance benchmark (``camoffload bench``, ``bench/pipeline_bench.py``).
 
 The MQTT pipeline (edge transport -> Mosquitto -> worker processes -> edge) against the
 seed study's FastAPI design and against the model alone, on the same frames, models and

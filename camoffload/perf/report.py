@@ -78,7 +78,7 @@ def _costs(report: PayloadReport, best: Measured) -> list[str]:
         f"{result.mean(result.queue_ms):.1f} ms |",
         f"| batch inference, per frame | worker | "
         f"{result.mean(result.inference_ms_per_frame) * 1000:.0f} us |",
-        f"| MQTT messages, both ways | broker | {messages:.3f} |",
+        f"| broker messages, both ways | Mosquitto | {messages:.3f} |",
     ]
     return lines
 
