@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from pipeline.config import Config
+from pipeline.cpus import cpu_shares, format_cpus
 from pipeline.errors import CamoffloadError, ProtocolError
 from pipeline.mqtt import make_client, payload_bytes
 from pipeline.protocol import WorkerStatus
@@ -37,6 +38,7 @@ class WorkerSettings:
     slowdown: float = 1.0
     group_tag: str = "eval"
     settings: tuple[str, ...] = ()  # more "key=value" config overrides for each worker
+    pin: bool = False  # worker i runs on the i-th share of this machine's cores
 
 
 class WorkerGroup:
@@ -64,7 +66,8 @@ class WorkerGroup:
 
     def _spawn(self) -> None:
         cfg, s = self._config, self._settings
-        for worker_id in self.worker_ids:
+        shares = cpu_shares(s.count) if s.pin else [None] * s.count
+        for worker_id, cpus in zip(self.worker_ids, shares, strict=True):
             argv = [
                 sys.executable, "-m", "camoffload", "worker",
                 "--broker", cfg.broker.url,
@@ -78,6 +81,8 @@ class WorkerGroup:
             ]  # fmt: skip
             for setting in s.settings:
                 argv += ["--set", setting]
+            if cpus is not None:
+                argv += ["--set", f"worker.cpus={format_cpus(cpus)}"]
             # stderr to an unread pipe would fill and block a chatty worker: a file.
             log = self._logs[worker_id] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
             self._processes[worker_id] = subprocess.Popen(

@@ -40,6 +40,7 @@ from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.processing import DecodedBatch, Pending, classify_batch, decode_batch
 from cloud_worker.stats import WorkerStats
 from pipeline.config import Config
+from pipeline.cpus import parse_cpus, pin_process
 from pipeline.errors import ProtocolError, TransportError
 from pipeline.inference import Classifier
 from pipeline.looplag import watch_loop_lag
@@ -108,6 +109,8 @@ class CloudWorker:
 
         ``ready`` is set once subscribed and announced.
         """
+        if self._cfg.cpus is not None:
+            pin_process(parse_cpus(self._cfg.cpus))  # process-wide, like the setting
         if self._cfg.threads is not None:
             torch.set_num_threads(self._cfg.threads)  # process-wide, like the setting
         if self._classifier is None:

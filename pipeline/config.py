@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from pipeline.cpus import parse_cpus
 from pipeline.errors import ConfigError
 from pipeline.topics import Topics, validate_level
 
@@ -316,6 +317,9 @@ class WorkerConfig:
     # worker with all of them: no thread waits at a barrier for a core another
     # process holds (docs/performance.md).
     threads: int | None = None
+    # Pin this worker's process to these cores ("0", "0,1", "0-3"; Linux): its
+    # inference thread keeps a core and its caches to itself. None: no pinning.
+    cpus: str | None = None
     # Prometheus endpoint: None = off, 0 = any free port. Loopback by default; set
     # metrics_addr = "0.0.0.0" for a scraper on another host.
     metrics_port: int | None = None
@@ -345,6 +349,8 @@ class WorkerConfig:
             raise ConfigError("worker.max_wait_ms must be >= 0", key="worker.max_wait_ms")
         if self.threads is not None and not 1 <= self.threads <= 1024:
             raise ConfigError("worker.threads must be 1-1024", key="worker.threads")
+        if self.cpus is not None:
+            parse_cpus(self.cpus)  # raises ConfigError on a malformed list
         if self.drain_timeout_s < 0:
             raise ConfigError("worker.drain_timeout_s must be >= 0", key="worker.drain_timeout_s")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:

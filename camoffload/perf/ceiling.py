@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from camoffload.perf.workload import PayloadKind, Workload, make_workload
+from pipeline.cpus import cpu_shares, pin_process
 from pipeline.inference import Classifier, Prediction
 
 __all__ = ["model_alone_fps", "model_alone_fps_in_processes"]
@@ -63,9 +64,12 @@ def _child(
     batch: int,
     threads: int,
     seconds: float,
+    cpus: frozenset[int] | None,
     start: BarrierType,
     out: Queue[float],
 ) -> None:
+    if cpus is not None:
+        pin_process(cpus)
     torch.set_num_threads(threads)
     classifier = Classifier.by_name(model, "cpu")
     workload = make_workload(kind, classifier, max(4 * batch, 256))
@@ -75,18 +79,29 @@ def _child(
 
 
 def model_alone_fps_in_processes(
-    model: str, kind: PayloadKind, batch: int, *, processes: int, threads: int, seconds: float
+    model: str,
+    kind: PayloadKind,
+    batch: int,
+    *,
+    processes: int,
+    threads: int,
+    seconds: float,
+    pin: bool = False,
 ) -> float:
     """Images/s of ``processes`` copies of the model, each in its own process with
-    ``threads`` torch threads, all at once: the ceiling for that many workers."""
+    ``threads`` torch threads, all at once: the ceiling for that many workers. With
+    ``pin``, process i runs on the i-th share of the cores, as pinned workers do."""
+    shares: list[frozenset[int] | None] = list(cpu_shares(processes)) if pin else [None] * processes
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     start = context.Barrier(processes)
     out: Queue[float] = context.Queue()
     children = [
         context.Process(
-            target=_child, args=(model, kind, batch, threads, seconds, start, out), daemon=True
+            target=_child,
+            args=(model, kind, batch, threads, seconds, cpus, start, out),
+            daemon=True,
         )
-        for _ in range(processes)
+        for cpus in shares
     ]
     for child in children:
         child.start()

@@ -188,7 +188,8 @@ class _Group:
 
     @property
     def setup(self) -> str:
-        return f"{self.workers} worker x {self.threads} thread"
+        pinned = ", pinned" if self.workers > 1 else ""
+        return f"{self.workers} worker x {self.threads} thread{pinned}"
 
 
 def _group(url: str, settings: BenchSettings, workers: int) -> _Group:
@@ -201,6 +202,7 @@ def _group(url: str, settings: BenchSettings, workers: int) -> _Group:
         count=workers,
         max_batch=settings.max_batch,
         group_tag=f"bench{workers}",  # client ids stay unique across layouts
+        pin=workers > 1,  # worker i on the i-th share of the cores
         settings=(f"worker.threads={threads}", "worker.max_wait_ms=0", "worker.max_queue=1024"),
     )
     return _Group(workers, threads, config, WorkerGroup(config, worker_settings))
@@ -235,17 +237,23 @@ async def _side_by_side(
     layout. This machine's speed wanders by tens of percent over a minute, so each
     round compares runs seconds apart, and the ratio is the median over rounds."""
     cores = _cores()
-    layouts = sorted({(1, cores), *((g.workers, g.threads) for g in groups)})
-    alone: dict[tuple[int, int], list[float]] = {layout: [] for layout in layouts}
+    # The ceiling is the best of: one process with every core, and one process per
+    # worker of each layout, pinned as those workers are and not (the strictest).
+    layouts = sorted(
+        {(1, cores, False)}
+        | {(g.workers, g.threads, pin) for g in groups if g.workers > 1 for pin in (False, True)}
+    )
+    alone: dict[tuple[int, int, bool], list[float]] = {layout: [] for layout in layouts}
     runs: dict[int, list[Measured]] = {g.workers: [] for g in groups}
     for _ in range(settings.rounds):
         ceiling = 0.0
-        for processes, threads in layouts:
+        for processes, threads, pin in layouts:
             fps = await asyncio.to_thread(
                 model_alone_fps_in_processes, settings.model, workload.kind, settings.max_batch,
                 processes=processes, threads=threads, seconds=settings.ceiling_seconds,
+                pin=pin,
             )  # fmt: skip
-            alone[(processes, threads)].append(fps)
+            alone[(processes, threads, pin)].append(fps)
             ceiling = max(ceiling, fps)
         best = 0.0
         for group in groups:
@@ -255,10 +263,11 @@ async def _side_by_side(
             runs[group.workers].append(Measured(group.workers, result, meter.stop()))
             best = max(best, result.fps)
         report.round_ratios.append(best / ceiling)
-    for (processes, threads), values in alone.items():
+    for (processes, threads, pin), values in alone.items():
+        pinned = ", pinned" if pin else ""
         report.rows.append(
             Row(
-                "model alone", f"{processes} process x {threads} thread",
+                "model alone", f"{processes} process x {threads} thread{pinned}",
                 f"batch {settings.max_batch}, median of {len(values)}",
                 statistics.median(values), saturated=True,
             )
