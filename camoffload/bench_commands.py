@@ -61,6 +61,14 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=_ints, help="HTTP requests in flight (default 1,8,32)")
     p.add_argument("--rounds", type=int, help="model-alone vs pipeline rounds (default 3)")
     p.add_argument("--no-http", action="store_true", help="skip the HTTP baseline")
+    p.add_argument("--no-pin", action="store_true", help="do not pin workers to cores")
+    p.add_argument(
+        "--worker-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a worker setting for every bench worker, e.g. worker.frozen=false (repeatable)",
+    )
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
 
 
@@ -95,6 +103,10 @@ def bench_settings(args: argparse.Namespace, base: BenchSettings) -> BenchSettin
         changes["rates"] = tuple(float(rate) for rate in args.rates)
     if args.no_http:
         changes["http"] = False
+    if args.no_pin:
+        changes["pin"] = False
+    if args.worker_set:
+        changes["worker_settings"] = tuple(args.worker_set)
     settings = dataclasses.replace(base, **changes)  # type: ignore[arg-type]
     if settings.frames < 2 * settings.max_batch or settings.window < 1 or settings.rounds < 1:
         raise SystemExit("--frames must be at least two batches; --window, --rounds positive")

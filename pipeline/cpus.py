@@ -19,12 +19,13 @@ def parse_cpus(text: str) -> frozenset[int]:
     """``"0"``, ``"0,2"``, ``"0-3"`` or ``"0-1,4"`` -> the set of core numbers."""
     cpus: set[int] = set()
     for part in text.split(","):
-        first, _, last = part.strip().partition("-")
-        if not first.isdigit() or not (last or first).isdigit() or int(last or first) < int(first):
+        first, dash, last = part.strip().partition("-")
+        last = last if dash else first
+        if not first.isdigit() or not last.isdigit() or int(last) < int(first):
             raise ConfigError(
                 f"worker.cpus {text!r}: want core numbers like 0, 0,2 or 0-3", key="worker.cpus"
             )
-        cpus.update(range(int(first), int(last or first) + 1))
+        cpus.update(range(int(first), int(last) + 1))
     return frozenset(cpus)
 
 

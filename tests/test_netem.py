@@ -523,7 +523,12 @@ def test_a_full_queue_pushes_back_on_the_sender() -> None:
                 stats = proxy.stats()
                 unsent = writer.transport.get_write_buffer_size()
         assert 0 < stats.queued_up <= 64 * 1024 + 1500  # the budget, plus one read
-        assert unsent > 4_000_000  # still with the sender: TCP flow control held it
+        # The proxy took in only its budget plus what 1 Mbit/s let through in 0.3 s;
+        # the rest is with the sender or in kernel socket buffers (TCP flow control).
+        # How much the kernel holds depends on its buffer autotuning (tcp_rmem max is
+        # 32 MiB here), so the sender's own backlog is only checked to be there.
+        assert stats.bytes_up + stats.queued_up < 200_000
+        assert unsent > 0
 
     _run(scenario)
 

@@ -56,6 +56,8 @@ class BenchSettings:
     ceiling_seconds: float = 3.0
     rounds: int = 3  # model alone vs saturated pipeline, alternated
     http: bool = True
+    pin: bool = True  # several workers: each on its own share of the cores
+    worker_settings: tuple[str, ...] = ()  # more "worker.key=value" for every worker
 
 
 QUICK = BenchSettings(
@@ -183,12 +185,13 @@ class _Group:
 
     workers: int
     threads: int
+    pinned: bool
     config: Config
     processes: WorkerGroup
 
     @property
     def setup(self) -> str:
-        pinned = ", pinned" if self.workers > 1 else ""
+        pinned = ", pinned" if self.pinned else ""
         return f"{self.workers} worker x {self.threads} thread{pinned}"
 
 
@@ -202,10 +205,17 @@ def _group(url: str, settings: BenchSettings, workers: int) -> _Group:
         count=workers,
         max_batch=settings.max_batch,
         group_tag=f"bench{workers}",  # client ids stay unique across layouts
-        pin=workers > 1,  # worker i on the i-th share of the cores
-        settings=(f"worker.threads={threads}", "worker.max_wait_ms=0", "worker.max_queue=1024"),
+        pin=settings.pin and workers > 1,  # worker i on the i-th share of the cores
+        settings=(
+            f"worker.threads={threads}",
+            "worker.max_wait_ms=0",
+            "worker.max_queue=1024",
+            *settings.worker_settings,
+        ),
     )
-    return _Group(workers, threads, config, WorkerGroup(config, worker_settings))
+    return _Group(
+        workers, threads, worker_settings.pin, config, WorkerGroup(config, worker_settings)
+    )
 
 
 async def _load_rows(
