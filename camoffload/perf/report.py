@@ -70,6 +70,15 @@ def _costs(report: PayloadReport, best: Measured) -> list[str]:
             f"| everything a worker does, model included | worker processes | {workers:.0f} "
             "us CPU |",
         ]
+        single = next((m for m in report.unbundled if m.workers == best.workers), None)
+        if single is not None and single.cpu_s:
+            one = {name: sec * 1e6 / single.result.frames for name, sec in single.cpu_s.items()}
+            rest = sum(v for name, v in one.items() if name not in ("edge", "broker"))
+            lines.append(
+                f"| (the same, one frame per message: {single.result.fps:.0f} frames/s) | "
+                f"edge, Mosquitto, workers | {one['edge']:.0f}, {one['broker']:.0f}, "
+                f"{rest:.0f} us CPU |"
+            )
     else:
         lines.append("| (CPU per process needs psutil: the bench extra) | | |")
     lines += [

@@ -106,6 +106,7 @@ class PayloadReport:
     saturated: list[Measured] = field(default_factory=list)  # bundled, per worker count
     low_load: Measured | None = None
     round_ratios: list[float] = field(default_factory=list)  # best pipeline / best alone
+    unbundled: list[Measured] = field(default_factory=list)  # saturated, 1 frame/message
 
     def best(self, contender: str) -> Row | None:
         rows = [r for r in self.rows if r.contender == contender and r.saturated]
@@ -294,7 +295,10 @@ async def _side_by_side(
                 saturated=True,
             )
         )
+        meter = CpuMeter(pids)
+        meter.start()
         result = await drive_pipeline(group.config, workload, window=settings.window, bundle=False)
+        report.unbundled.append(Measured(group.workers, result, meter.stop()))
         report.rows.append(
             _row_from(
                 result, group.setup, f"{settings.window} in flight, 1 frame/message", saturated=True
