@@ -2,12 +2,15 @@
 
 Tasks (cancelled together on shutdown)::
 
-    receive   MQTT messages -> validate -> bounded queue (or an error reply at once)
-    batches   queue -> dynamic batch -> decode + classify in the inference thread -> replies
+    receive   MQTT messages (one frame or a bundle) -> validate each -> bounded queue
+              (or an error reply at once)
+    batches   queue -> batch -> decode (decode thread) -> classify (inference thread)
+              -> replies (a bundle's answers of one batch in one message)
     status    retained load report every ``status_interval_s``
 
-The event loop only moves bytes; JPEG decoding and inference run in one dedicated
-thread, so torch never competes with itself and the loop never blocks.
+The event loop only moves bytes. Decoding runs in its own thread one batch ahead of
+inference, and inference in one dedicated thread, so torch never competes with itself
+and the loop never blocks.
 
 Deadlines are checked three times: on arrival, when a batch is formed, and in both
 cases against the worker's own estimate of when the answer would be ready (recent
