@@ -30,7 +30,6 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -41,6 +40,7 @@ from aiomqtt import Will
 from cloud_worker.batching import next_batch
 from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.processing import DecodedBatch, Pending, classify_batch, decode_batch
+from cloud_worker.replying import ReplyPublisher
 from cloud_worker.stats import WorkerStats
 from pipeline.config import Config
 from pipeline.cpus import parse_cpus, pin_process
@@ -55,12 +55,10 @@ from pipeline.mqtt import (
     translate_mqtt_errors,
 )
 from pipeline.protocol import (
-    MAX_BUNDLE_FRAMES,
     ErrorCode,
     ErrorReply,
     FrameRequest,
     Reply,
-    ReplyBundle,
     Result,
     WorkerStatus,
     decode_frames,
@@ -73,10 +71,6 @@ __all__ = ["CloudWorker"]
 logger = logging.getLogger(__name__)
 
 _GOODBYE_TIMEOUT_S = 3.0
-# Replies published but not yet acknowledged by the broker. Replies are sent in the
-# background so that neither the receive loop (busy/expired refusals under overload)
-# nor the batch loop waits a round trip per message; past this many the sender waits.
-_MAX_UNACKED_REPLIES = 1024
 
 
 class CloudWorker:
@@ -90,11 +84,11 @@ class CloudWorker:
         self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=self._cfg.max_queue)
         self._draining = False
         self._connected_once = False
-        self._sending: set[asyncio.Task[None]] = set()
         self._held: dict[int, list[Pending]] = {}  # batches taken, not yet computing
         self._computing = 0  # frames in the inference thread now
         self.stats = WorkerStats()
         self.metrics = WorkerMetrics(self._cfg.worker_id, self._served_model())
+        self._replies = ReplyPublisher(self._cfg.worker_id, self._cfg.qos, self.metrics)
         self.metrics_port: int | None = None  # bound port once the endpoint is up
         self.bad_messages = 0
 
@@ -291,58 +285,6 @@ class CloudWorker:
             await asyncio.sleep(self._cfg.status_interval_s)
             await self._publish_status(client, online=True)
 
-    def _count(self, reply: Reply) -> None:
-        if isinstance(reply, ErrorReply):
-            self.metrics.error(reply.code)
-        else:
-            self.metrics.request("ok")
-
-    async def _reply(self, client: aiomqtt.Client, target: ReplyTarget, reply: Reply) -> None:
-        """Publish ``reply`` in the background; waits only while too many are unacked."""
-        self._count(reply)
-        await self._publish_later(client, target, reply.to_bytes())
-
-    async def _publish_later(
-        self, client: aiomqtt.Client, target: ReplyTarget, data: bytes
-    ) -> None:
-        while len(self._sending) >= _MAX_UNACKED_REPLIES:
-            await asyncio.wait(self._sending, return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.create_task(
-            client.publish(target.topic, data, qos=self._cfg.qos, properties=target.properties)
-        )
-        self._sending.add(task)
-        task.add_done_callback(self._sent)
-
-    async def _deliver(
-        self, client: aiomqtt.Client, answers: Sequence[tuple[ReplyTarget, Reply, bool]]
-    ) -> None:
-        """Publish answers: those to a bundling edge (the flag) as one bundle per
-        reply target, the rest one message each. Never waits for acknowledgements."""
-        # One bundle per topic and echoed correlation data (a bundle's, if it had any).
-        bundles: dict[tuple[str, object], tuple[ReplyTarget, list[bytes]]] = {}
-        for target, reply, bundled in answers:
-            if not bundled:
-                await self._reply(client, target, reply)
-                continue
-            self._count(reply)
-            key = (target.topic, getattr(target.properties, "CorrelationData", None))
-            bundles.setdefault(key, (target, []))[1].append(reply.to_bytes())
-        for target, members in bundles.values():
-            for start in range(0, len(members), MAX_BUNDLE_FRAMES):
-                chunk = members[start : start + MAX_BUNDLE_FRAMES]
-                data = chunk[0] if len(chunk) == 1 else ReplyBundle(replies=tuple(chunk)).to_bytes()
-                await self._publish_later(client, target, data)
-
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            # The edge falls back at its deadline; nothing else can be done for it.
-            logger.warning("worker %s: a reply was not delivered: %s", self.worker_id, exc)
-
-    async def _flush_replies(self) -> None:
-        if self._sending:
-            await asyncio.wait(self._sending)
-
     def _refusal(self, code: ErrorCode, message: str, frame_id: str | None) -> ErrorReply:
         self.stats.record_rejected()
         return ErrorReply(
@@ -361,7 +303,7 @@ class CloudWorker:
         if target is None:
             self.metrics.error(code)
             return
-        await self._reply(client, target, reply)
+        await self._replies.reply(client, target, reply)
 
     def _bad_message(self, topic: str, exc: ProtocolError) -> ErrorReply:
         self.bad_messages += 1
@@ -395,7 +337,9 @@ class CloudWorker:
                 for refusal in refusals:
                     self.metrics.error(refusal.code)
                 continue
-            await self._deliver(client, [(target, refusal, bundled) for refusal in refusals])
+            await self._replies.deliver(
+                client, [(target, refusal, bundled) for refusal in refusals]
+            )
 
     def _admit(
         self, topic: str, target: ReplyTarget | None, request: FrameRequest, *, bundled: bool
@@ -536,7 +480,7 @@ class CloudWorker:
     ) -> None:
         # Hand the whole batch to the broker at once: awaiting each QoS 1 PUBACK in turn
         # caps a worker at a few hundred frames/s.
-        await self._deliver(
+        await self._replies.deliver(
             client,
             [
                 (target, reply, pending.bundled)
@@ -567,7 +511,7 @@ class CloudWorker:
             if p.request.deadline_ts <= finish
         ]
         if expired:
-            await self._deliver(client, expired)
+            await self._replies.deliver(client, expired)
         return live
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
@@ -594,7 +538,7 @@ class CloudWorker:
                 "worker is shutting down",
                 pending.request.frame_id,
             )
-        await self._flush_replies()
+        await self._replies.flush()
         await self._publish_status(client, online=False)
         logger.info("worker %s offline", self.worker_id)
 

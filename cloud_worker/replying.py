@@ -1,0 +1,88 @@
+"""Publishing a worker's answers without waiting for them.
+
+Replies are sent in the background so that neither the receive loop (busy/expired
+refusals under overload) nor the batch loop waits a broker round trip per message:
+awaiting each QoS 1 PUBACK in turn caps a worker at a few hundred frames/s. Answers to
+frames that came in a bundle go back as one bundle per reply topic (and echoed
+correlation data); the rest go one message each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import aiomqtt
+
+from cloud_worker.metrics import WorkerMetrics
+from pipeline.protocol import MAX_BUNDLE_FRAMES, ErrorReply, Reply, ReplyBundle
+from pipeline.topics import ReplyTarget
+
+__all__ = ["MAX_UNACKED_REPLIES", "Answer", "ReplyPublisher"]
+
+logger = logging.getLogger(__name__)
+
+# Replies published but not yet acknowledged by the broker; past this many the
+# publisher waits (bounded memory when the broker is slow).
+MAX_UNACKED_REPLIES = 1024
+
+Answer = tuple[ReplyTarget, Reply, bool]  # where, what, and whether it may be bundled
+
+
+class ReplyPublisher:
+    """One worker's outgoing answers: counted in its metrics, published in the background."""
+
+    def __init__(self, worker_id: str, qos: int, metrics: WorkerMetrics) -> None:
+        self._worker_id = worker_id
+        self._qos = qos
+        self._metrics = metrics
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def reply(self, client: aiomqtt.Client, target: ReplyTarget, reply: Reply) -> None:
+        """Publish ``reply`` alone; waits only while too many are unacknowledged."""
+        self._count(reply)
+        await self._publish(client, target, reply.to_bytes())
+
+    async def deliver(self, client: aiomqtt.Client, answers: Sequence[Answer]) -> None:
+        """Publish answers: the bundleable ones as one bundle per reply target, the rest
+        one message each."""
+        bundles: dict[tuple[str, object], tuple[ReplyTarget, list[bytes]]] = {}
+        for target, reply, bundled in answers:
+            if not bundled:
+                await self.reply(client, target, reply)
+                continue
+            self._count(reply)
+            key = (target.topic, getattr(target.properties, "CorrelationData", None))
+            bundles.setdefault(key, (target, []))[1].append(reply.to_bytes())
+        for target, members in bundles.values():
+            for start in range(0, len(members), MAX_BUNDLE_FRAMES):
+                chunk = members[start : start + MAX_BUNDLE_FRAMES]
+                data = chunk[0] if len(chunk) == 1 else ReplyBundle(replies=tuple(chunk)).to_bytes()
+                await self._publish(client, target, data)
+
+    async def flush(self) -> None:
+        """Wait until every reply published so far is acknowledged (or failed)."""
+        if self._sending:
+            await asyncio.wait(self._sending)
+
+    def _count(self, reply: Reply) -> None:
+        if isinstance(reply, ErrorReply):
+            self._metrics.error(reply.code)
+        else:
+            self._metrics.request("ok")
+
+    async def _publish(self, client: aiomqtt.Client, target: ReplyTarget, data: bytes) -> None:
+        while len(self._sending) >= MAX_UNACKED_REPLIES:
+            await asyncio.wait(self._sending, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(
+            client.publish(target.topic, data, qos=self._qos, properties=target.properties)
+        )
+        self._sending.add(task)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The edge falls back at its deadline; nothing else can be done for it.
+            logger.warning("worker %s: a reply was not delivered: %s", self._worker_id, exc)
