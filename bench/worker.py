@@ -22,13 +22,12 @@ import aiomqtt
 import numpy as np
 
 from broker import mosquitto_broker
+from camoffload.perf.workload import make_workload
 from cloud_worker import CloudWorker
-from pipeline.codecs import encode_jpeg
 from pipeline.config import Config, load_config
 from pipeline.inference import Classifier
 from pipeline.mqtt import make_client
-from pipeline.protocol import FrameRequest, PayloadCodec, Result, TensorDType, decode_reply
-from pipeline.training.datasets import load_fashion_mnist
+from pipeline.protocol import Result, decode_reply
 
 EDGE_ID = "bench-edge"
 SETTINGS = ((1, 0.0), (8, 2.0), (32, 5.0), (64, 5.0), (64, 20.0))  # (max_batch, max_wait_ms)
@@ -43,26 +42,6 @@ class Row:
     errors: int
     accuracy: float
     mean_batch: float
-
-
-def _requests(payloads: list[bytes], model: str, deadline_s: float) -> list[bytes]:
-    now = time.time()
-    return [
-        FrameRequest(
-            frame_id=f"f{i}",
-            edge_id=EDGE_ID,
-            seq=i,
-            capture_ts=now,
-            deadline_ts=now + deadline_s,
-            codec=PayloadCodec.JPEG,
-            quality=90,
-            shape=(28, 28, 1),
-            dtype=TensorDType.UINT8,
-            payload=payload,
-            model=model,
-        ).to_bytes()
-        for i, payload in enumerate(payloads)
-    ]
 
 
 async def _drive(
@@ -84,7 +63,7 @@ async def _drive(
                 if isinstance(reply, Result):
                     answered += 1
                     batch_sizes.append(reply.batch_size)
-                    correct += int(reply.label == labels[int(reply.frame_id[1:])])
+                    correct += int(reply.label == labels[int(reply.frame_id.rsplit("-", 1)[1])])
                 else:
                     errors += 1
                 slots.release()
@@ -105,9 +84,9 @@ async def _drive(
 
 
 async def _run(args: argparse.Namespace) -> list[Row]:
-    test = load_fashion_mnist(split="test").head(args.frames)
-    payloads = [encode_jpeg(image, 90) for image in test.images]
     classifier = Classifier.by_name(args.model, "cpu")  # loaded once, shared by every row
+    workload = make_workload("jpeg", classifier, args.frames)  # JPEG q90, as edges send
+    warm_up = dataclasses.replace(workload, payloads=workload.payloads[:256])
     rows = []
     with mosquitto_broker(port=0) as info:
         for max_batch, max_wait_ms in SETTINGS:
@@ -128,11 +107,11 @@ async def _run(args: argparse.Namespace) -> list[Row]:
             await asyncio.wait_for(ready.wait(), timeout=60)
             try:
                 # Warm-up pass (allocator, oneDNN kernel choice) outside the timing.
-                warm = _requests(payloads[: min(256, len(payloads))], args.model, 600)
-                await _drive(config, warm, test.labels, args.window)
-                requests = _requests(payloads, args.model, 600)
+                warm = warm_up.requests(EDGE_ID, "warm")
+                await _drive(config, warm, workload.labels, args.window)
+                requests = workload.requests(EDGE_ID, "run")
                 fps, answered, errors, correct, mean_batch = await _drive(
-                    config, requests, test.labels, args.window
+                    config, requests, workload.labels, args.window
                 )
             finally:
                 task.cancel()

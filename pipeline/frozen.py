@@ -5,8 +5,8 @@ PyTorch forward pass goes back to Python (and so to the GIL) between every layer
 whenever the loop is busy decoding a bundle of requests the forward pass stalls; a
 traced, frozen graph runs start to end in C++ with the GIL released. Freezing also
 folds each BatchNorm into the convolution before it and inlines the weights as
-constants. On the 2-core box a worker serving fmnist_exit_resnet answered ~14% more
-frames/s with it (docs/performance.md).
+constants. On the 2-core box, workers serving fmnist_exit_resnet answered 6-7% more
+frames/s with it (`camoffload bench --worker-set worker.frozen=false`, docs/performance.md).
 
 ``torch.jit`` is deprecated in favour of ``torch.compile`` / ``torch.export``, which
 need a C++ toolchain at run time (a Pi or a slim container may have none); until they

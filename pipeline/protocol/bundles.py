@@ -22,7 +22,7 @@ from typing import ClassVar
 from pipeline.errors import ProtocolError
 from pipeline.protocol import _wire
 from pipeline.protocol._checks import check_id
-from pipeline.protocol.frames import MAX_PAYLOAD_BYTES, FrameRequest
+from pipeline.protocol.frames import ENVELOPE_ALLOWANCE, MAX_PAYLOAD_BYTES, FrameRequest
 from pipeline.protocol.replies import MAX_REPLY_BYTES, Reply, decode_reply, reply_from_map
 
 __all__ = [
@@ -36,8 +36,6 @@ __all__ = [
 
 MAX_BUNDLE_FRAMES = 256
 """Most members in one bundle; a worker's batch is smaller, so more buys nothing."""
-
-_ENVELOPE_ALLOWANCE = 65_536  # a frame's fields around its payload, as FrameRequest allows
 
 
 def _check_members(members: tuple[bytes, ...], what: str) -> None:
@@ -122,10 +120,10 @@ def decode_frames(
     """One frame request or a bundle of them; a broken envelope raises ProtocolError."""
     obj = _wire.unpack_map(data, max_bytes=_wire.MAX_MESSAGE_BYTES)
     if _wire.message_type(obj) != FrameBundle.MESSAGE_TYPE:
-        if len(data) > max_payload_bytes + _ENVELOPE_ALLOWANCE:
+        if len(data) > max_payload_bytes + ENVELOPE_ALLOWANCE:
             raise ProtocolError(
                 f"message of {len(data)} bytes exceeds the limit of "
-                f"{max_payload_bytes + _ENVELOPE_ALLOWANCE}",
+                f"{max_payload_bytes + ENVELOPE_ALLOWANCE}",
                 reason="oversize",
             )
         request = FrameRequest.from_map(obj, max_payload_bytes=max_payload_bytes)

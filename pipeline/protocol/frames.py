@@ -17,6 +17,9 @@ MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 """Default ceiling on a frame payload; a 4K RGB frame as raw uint8 is ~25 MB, so raw
 4K must be downscaled or JPEG-encoded before it is offloaded."""
 
+ENVELOPE_ALLOWANCE = 65_536
+"""Bytes a frame message may hold beyond its payload: the envelope's other fields."""
+
 MAX_DIMS = 4
 MAX_DIM_SIZE = 65_535
 
@@ -153,9 +156,8 @@ class FrameRequest(_wire.WireMessage):
         cls, data: bytes | bytearray | memoryview, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
     ) -> Self:
         """Decode and validate; raises :class:`ProtocolError` on anything wrong."""
-        # The envelope around the payload is small: a fixed 64 KiB allowance covers it.
         obj = _wire.unpack_map(
-            data, max_bytes=min(max_payload_bytes + 65_536, _wire.MAX_MESSAGE_BYTES)
+            data, max_bytes=min(max_payload_bytes + ENVELOPE_ALLOWANCE, _wire.MAX_MESSAGE_BYTES)
         )
         return cls.from_map(obj, max_payload_bytes=max_payload_bytes)
 
