@@ -42,6 +42,7 @@ from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.processing import DecodedBatch, Pending, classify_batch, decode_batch
 from cloud_worker.replying import ReplyPublisher
 from cloud_worker.stats import WorkerStats
+from pipeline.allocator import keep_freed_memory
 from pipeline.config import Config
 from pipeline.cpus import parse_cpus, pin_process
 from pipeline.errors import ProtocolError, TransportError
@@ -110,6 +111,8 @@ class CloudWorker:
             pin_process(parse_cpus(self._cfg.cpus))  # process-wide, like the setting
         if self._cfg.threads is not None:
             torch.set_num_threads(self._cfg.threads)  # process-wide, like the setting
+        if self._cfg.keep_freed_memory:
+            keep_freed_memory()  # process-wide, like the setting; before the model loads
         if self._classifier is None:
             # Building a model reads weights from disk: keep it off the loop.
             self._classifier = await asyncio.to_thread(

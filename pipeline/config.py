@@ -320,6 +320,9 @@ class WorkerConfig:
     # Pin this worker's process to these cores ("0", "0,1", "0-3"; Linux): its
     # inference thread keeps a core and its caches to itself. None: no pinning.
     cpus: str | None = None
+    # Keep freed memory in the process (glibc; pipeline/allocator.py), so each batch
+    # reuses the last one's pages instead of faulting in zeroed ones from the kernel.
+    keep_freed_memory: bool = True
     # Prometheus endpoint: None = off, 0 = any free port. Loopback by default; set
     # metrics_addr = "0.0.0.0" for a scraper on another host.
     metrics_port: int | None = None

@@ -38,6 +38,7 @@ from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel
 
 from camoffload.perf.workload import Workload
+from pipeline.allocator import keep_freed_memory
 from pipeline.codecs import decode_jpeg
 from pipeline.errors import CodecError
 from pipeline.inference import Classifier, Prediction
@@ -127,6 +128,7 @@ def _work_for(
 
 async def _serve(model: str) -> None:
     """Child process: uvicorn on an ephemeral port; print the port once it listens."""
+    keep_freed_memory()  # the workers' allocator setting: the designs differ, not malloc
     config = uvicorn.Config(
         make_app(model),
         host=HOST,
