@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import TypeGuard
 
 from pipeline.errors import ProtocolError
 
 MAX_ID_CHARS = 128
-_FORBIDDEN_ID_CHARS = frozenset("/+#\x00")
+# 1-128 characters, none of them '/', '+', '#' or NUL: one C call per id (ids are
+# checked on every frame and reply).
+_VALID_ID = re.compile(rf"[^/+#\x00]{{1,{MAX_ID_CHARS}}}")
 
 
 def is_valid_id(value: object) -> TypeGuard[str]:
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= MAX_ID_CHARS
-        and not _FORBIDDEN_ID_CHARS & set(value)
-    )
+    return isinstance(value, str) and _VALID_ID.fullmatch(value) is not None
 
 
 def safe_id(value: object) -> str | None:

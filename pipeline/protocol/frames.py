@@ -80,7 +80,8 @@ class FrameRequest(_wire.WireMessage):
 
     def __post_init__(self) -> None:
         fid = safe_id(self.frame_id)
-        check_id(self.frame_id, "frame_id", fid)
+        if fid is None:
+            check_id(self.frame_id, "frame_id")  # raises: the id is not valid
         check_id(self.edge_id, "edge_id", fid)
         check_id(self.model, "model", fid)
         check_range(self.edge_confidence, "edge_confidence", 0.0, 1.0, fid)
@@ -100,10 +101,9 @@ class FrameRequest(_wire.WireMessage):
                 reason="bad_shape",
                 frame_id=fid,
             )
-        self._check_codec_fields()
+        self._check_codec_fields(fid)
 
-    def _check_codec_fields(self) -> None:
-        fid = safe_id(self.frame_id)
+    def _check_codec_fields(self, fid: str | None) -> None:
         if self.codec.is_jpeg:
             if self.quality is None or not 1 <= self.quality <= 100:
                 raise ProtocolError(

@@ -41,7 +41,8 @@ class Result(_wire.WireMessage):
 
     def __post_init__(self) -> None:
         fid = safe_id(self.frame_id)
-        check_id(self.frame_id, "frame_id", fid)
+        if fid is None:
+            check_id(self.frame_id, "frame_id")  # raises: the id is not valid
         check_id(self.worker_id, "worker_id", fid)
         if len(self.topk_labels) != len(self.topk_scores) or not self.topk_labels:
             raise ProtocolError(
