@@ -48,13 +48,19 @@ class ReplyPublisher:
         """Publish answers: the bundleable ones as one bundle per reply target, the rest
         one message each."""
         bundles: dict[tuple[str, object], tuple[ReplyTarget, list[bytes]]] = {}
+        results = 0
         for target, reply, bundled in answers:
             if not bundled:
                 await self.reply(client, target, reply)
                 continue
-            self._count(reply)
+            if isinstance(reply, ErrorReply):
+                self._metrics.error(reply.code)
+            else:
+                results += 1
             key = (target.topic, getattr(target.properties, "CorrelationData", None))
             bundles.setdefault(key, (target, []))[1].append(reply.to_bytes())
+        if results:
+            self._metrics.request("ok", results)
         for target, members in bundles.values():
             for start in range(0, len(members), MAX_BUNDLE_FRAMES):
                 chunk = members[start : start + MAX_BUNDLE_FRAMES]

@@ -26,6 +26,7 @@ from functools import partial
 import aiomqtt
 import numpy as np
 
+from camoffload.perf.cpu import CpuMeter
 from camoffload.perf.workload import Workload
 from edge_node.replies import ReplyRouter
 from edge_node.sender import FrameSender
@@ -55,6 +56,7 @@ class LoadResult:
     inference_ms_batch1: list[float] = field(default_factory=list)
     messages_out: int = 0  # MQTT messages the edge published
     messages_in: int = 0  # MQTT messages that came back
+    cpu_s: dict[str, float] = field(default_factory=dict)  # by process, while it ran
 
     @property
     def answered(self) -> int:
@@ -79,8 +81,12 @@ async def drive_pipeline(
     rate: float | None = None,
     max_in_flight: int = 1024,
     bundle: bool = True,
+    meter: CpuMeter | None = None,
 ) -> LoadResult:
-    """Send every frame of ``workload`` once (``window`` xor ``rate``) and collect."""
+    """Send every frame of ``workload`` once (``window`` xor ``rate``) and collect.
+
+    ``meter`` runs from the first frame sent to the last answer, so it counts what the
+    load costs each process, not building the requests or connecting."""
     if (window is None) == (rate is None):
         raise ValueError("give a window (closed loop) or a rate (open loop)")
     topics = config.topics
@@ -116,6 +122,8 @@ async def drive_pipeline(
     async with make_client(config.broker, client_id=f"{EDGE_ID}-{run}") as client:
         await client.subscribe(topics.results(EDGE_ID), qos=config.edge.qos)
         receiver = asyncio.create_task(_receive(client, router, result))
+        if meter is not None:
+            meter.start()
         started = time.perf_counter()
         try:
             for index, data in enumerate(requests):
@@ -142,6 +150,8 @@ async def drive_pipeline(
                 router.fail_all("no reply within the benchmark's timeout")
                 await asyncio.sleep(0)
             result.elapsed_s = time.perf_counter() - started
+            if meter is not None:
+                result.cpu_s = meter.stop()
         finally:
             receiver.cancel()
             await sender.close()

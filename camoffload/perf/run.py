@@ -268,10 +268,10 @@ async def _side_by_side(
             ceiling = max(ceiling, fps)
         best = 0.0
         for group in groups:
-            meter = CpuMeter(pids)
-            meter.start()
-            result = await drive_pipeline(group.config, workload, window=settings.window)
-            runs[group.workers].append(Measured(group.workers, result, meter.stop()))
+            result = await drive_pipeline(
+                group.config, workload, window=settings.window, meter=CpuMeter(pids)
+            )
+            runs[group.workers].append(Measured(group.workers, result, result.cpu_s))
             best = max(best, result.fps)
         report.round_ratios.append(best / ceiling)
     for (processes, threads, pin), values in alone.items():
@@ -295,10 +295,10 @@ async def _side_by_side(
                 saturated=True,
             )
         )
-        meter = CpuMeter(pids)
-        meter.start()
-        result = await drive_pipeline(group.config, workload, window=settings.window, bundle=False)
-        report.unbundled.append(Measured(group.workers, result, meter.stop()))
+        result = await drive_pipeline(
+            group.config, workload, window=settings.window, bundle=False, meter=CpuMeter(pids)
+        )
+        report.unbundled.append(Measured(group.workers, result, result.cpu_s))
         report.rows.append(
             _row_from(
                 result, group.setup, f"{settings.window} in flight, 1 frame/message", saturated=True
