@@ -93,10 +93,20 @@ def _group_and_decode(request: FrameRequest, classifier: Classifier) -> tuple[in
     return split, _finite(tensor_from_bytes(request.payload, request.shape, request.dtype))
 
 
+_FLOAT16_EXPONENT = 0x7C00  # all five exponent bits set: inf or NaN (IEEE 754 binary16)
+
+
 def _finite(tensor: np.ndarray) -> np.ndarray:
     """A float tensor with NaN or inf in it has no answer: classifying it would return
     a confident-looking label from garbage (every score 0, label by argmax of NaN)."""
-    if not np.isfinite(tensor).all():
+    if tensor.dtype == np.float16:
+        # numpy's float16 isfinite is emulated: 63 us for a 75 KB split activation,
+        # against 7 us for this test of the exponent bits.
+        bits = tensor.view(np.uint16) & _FLOAT16_EXPONENT
+        finite = bool((bits != _FLOAT16_EXPONENT).all())
+    else:
+        finite = bool(np.isfinite(tensor).all())
+    if not finite:
         raise CodecError("the tensor holds NaN or infinite values")
     return tensor
 

@@ -3,16 +3,21 @@ classifier's split points and precision, and the command line's worker flags."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
 
 from camoffload.cli import _load as load_from_args
 from camoffload.cli import build_parser
+from cloud_worker.processing import Pending, decode_batch
 from cloud_worker.stats import WorkerStats
 from pipeline.errors import ModelError
 from pipeline.inference import Classifier
+from pipeline.protocol import ErrorReply, FrameRequest, PayloadCodec, TensorDType
 from pipeline.staging import HostStaging
+from pipeline.topics import ReplyTarget
 
 
 def test_the_latency_estimate_follows_recent_batches() -> None:
@@ -75,3 +80,37 @@ def test_worker_flags_become_settings() -> None:
     assert (worker.model, worker.max_batch, worker.max_wait_ms) == ("fmnist_exit_resnet", 64, 2.5)
     assert (worker.metrics_port, worker.worker_id, worker.device) == (0, "w7", "auto")
     assert worker.half is False
+
+
+@pytest.mark.parametrize("dtype", [TensorDType.FLOAT16, TensorDType.FLOAT32])
+def test_tensors_holding_nan_or_inf_are_refused_and_finite_ones_decode(
+    dtype: TensorDType,
+) -> None:
+    classifier = Classifier.by_name("fmnist_exit_resnet")
+    shape = classifier.activation_shape(1)
+    numpy_dtype = np.float16 if dtype is TensorDType.FLOAT16 else np.float32
+    base = np.random.default_rng(0).standard_normal(shape).astype(numpy_dtype)
+    extremes = base.copy()
+    extremes.flat[:3] = [np.finfo(numpy_dtype).max, -np.finfo(numpy_dtype).max, 0.0]
+    bad_values = [np.nan, np.inf, -np.inf]
+    arrays = [base, extremes] + [base.copy() for _ in bad_values]
+    for array, value in zip(arrays[2:], bad_values, strict=True):
+        array.flat[123] = value
+    now = time.time()
+    batch = [
+        Pending(
+            FrameRequest(
+                frame_id=f"f{i}", edge_id="cam", seq=i, capture_ts=now, deadline_ts=now + 60,
+                codec=PayloadCodec.TENSOR, shape=shape, dtype=dtype,
+                payload=array.tobytes(), model="fmnist_exit_resnet", split_stage=1,
+            ),
+            ReplyTarget("r", None),
+            time.monotonic(),
+        )
+        for i, array in enumerate(arrays)
+    ]  # fmt: skip
+    decoded = decode_batch(batch, classifier, "w1")
+    errors = [reply for reply in decoded.replies if isinstance(reply, ErrorReply)]
+    assert [e.frame_id for e in errors] == ["f2", "f3", "f4"]
+    assert all("NaN or infinite" in e.message for e in errors)
+    assert [index for index, _ in decoded.groups[1]] == [0, 1]
