@@ -5,9 +5,9 @@ its own ``mmap`` and hands it back to the kernel with ``munmap`` when it is free
 gives the free top of a heap back once more than 128 KiB of it is free. A worker's
 inference thread allocates the same activations every batch, so by default every batch
 faults in fresh pages that the kernel must zero first. Measured on the 2-core box
-(``perf record`` of a saturated worker, docs/performance.md): 12.8% of the inference
-thread's time was in the kernel, in page faults and ``clear_page``; with these settings
-it was under 1%.
+(``perf record`` of a saturated worker, docs/performance.md): ~15% of the inference
+thread's time was in the kernel, in page faults and ``clear_page`` (~4,000 faults per
+batch of 32); with these settings under 1%.
 
 With :func:`keep_freed_memory`, blocks up to ``mmap_threshold`` come from the heap and
 up to ``trim_threshold`` bytes of free heap stay mapped: the process keeps what its

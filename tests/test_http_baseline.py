@@ -12,9 +12,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_the_http_baseline_serves_and_answers_every_frame() -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_http_baseline_serves_and_answers_every_frame(processes: int) -> None:
+    # Two processes: each pinned to a core, the client's requests spread over both.
     done = subprocess.run(
-        [sys.executable, "bench/http_baseline.py", "--frames", "40", "--concurrency", "1,4"],
+        [
+            sys.executable,
+            "bench/http_baseline.py",
+            "--frames",
+            "40",
+            "--concurrency",
+            "1,4",
+            "--processes",
+            str(processes),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -24,4 +35,5 @@ def test_the_http_baseline_serves_and_answers_every_frame() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("RESULT http_fps_max=")
-    assert "| 40 | 0 |" in done.stdout  # answered, errors, for each window
+    assert done.stdout.count("| 40 | 0 |") == 2  # answered, errors, for each window
+    assert f"({processes} process)" in done.stdout

@@ -98,7 +98,9 @@ def test_a_tiny_bench_answers_every_frame_and_ends_with_its_ratios() -> None:
         assert all(float(v) > 0 for v in values.values())
     # Every contender answered every frame: the errors column is 0 on every row.
     rows = [line for line in lines if line.startswith(("| HTTP", "| MQTT"))]
-    assert len(rows) == 2 * (1 + 2 * (1 + 1 + 2))  # per kind: HTTP, 2 layouts x 4 rows
+    # Per kind: HTTP in 2 layouts (1 process, 2 pinned), and the pipeline's 2 layouts x 4.
+    assert len(rows) == 2 * (2 + 2 * (1 + 1 + 2))
+    assert sum("| HTTP | 2 process x 1 thread, pinned, batch 1 |" in line for line in rows) == 2
     assert all(line.split("|")[9].strip() == "0" for line in rows), rows
     top1 = [float(line.split("|")[10].strip().rstrip("%")) for line in rows]
     assert np.min(top1) > 85.0

@@ -1,10 +1,13 @@
 """The seed study's HTTP design, as a baseline for the MQTT pipeline: FastAPI + uvicorn.
 
 What it is: the design this project replaces (``/work/shared/DESIGN.md``). One FastAPI
-app, served by uvicorn (one process) in a child process on 127.0.0.1 and an ephemeral
-port. A client POSTs one frame per request to ``/classify`` as a binary body, described
-by headers: ``X-Kind`` (``jpeg``, ``raw``, ``tensor`` or ``split``, the payloads of
-:mod:`camoffload.perf.workload`), ``X-Shape``, ``X-Dtype`` and ``X-Split``.
+app, served by uvicorn in a child process on 127.0.0.1 and an ephemeral port; or, as
+the strongest form of the baseline on a multi-core box, one such process per share of
+the cores, pinned, with the client spreading its requests over them
+(:func:`http_servers`). A client POSTs one frame per request to ``/classify`` as a
+binary body, described by headers: ``X-Kind`` (``jpeg``, ``raw``, ``tensor`` or
+``split``, the payloads of :mod:`camoffload.perf.workload`), ``X-Shape``, ``X-Dtype``
+and ``X-Split``.
 
 The server decodes the body (OpenCV for a JPEG, numpy for the rest), runs the SAME
 model as the cloud worker (``Classifier.by_name(model, "cpu")``, the frozen graph) at
@@ -27,12 +30,13 @@ import dataclasses
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import numpy as np
+import torch
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel
@@ -40,6 +44,7 @@ from pydantic import BaseModel
 from camoffload.perf.workload import Workload
 from pipeline.allocator import keep_freed_memory
 from pipeline.codecs import decode_jpeg
+from pipeline.cpus import cpu_shares, format_cpus, parse_cpus, pin_process
 from pipeline.errors import CodecError
 from pipeline.inference import Classifier, Prediction
 
@@ -126,9 +131,13 @@ def _work_for(
     raise ValueError(f"X-Kind {kind!r} is not jpeg, raw, tensor or split")
 
 
-async def _serve(model: str) -> None:
+async def _serve(model: str, cpus: frozenset[int] | None, threads: int | None) -> None:
     """Child process: uvicorn on an ephemeral port; print the port once it listens."""
     keep_freed_memory()  # the workers' allocator setting: the designs differ, not malloc
+    if cpus is not None:
+        pin_process(cpus)  # as the pipeline's pinned workers are
+    if threads is not None:
+        torch.set_num_threads(threads)
     config = uvicorn.Config(
         make_app(model),
         host=HOST,
@@ -152,15 +161,41 @@ async def _serve(model: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def http_server(model: str) -> AsyncIterator[str]:
+async def http_servers(
+    model: str, processes: int = 1, *, pin: bool = True
+) -> AsyncIterator[list[str]]:
+    """``processes`` servers, the base URL of each: one process with torch's default
+    threads, or (``processes`` > 1) one per share of the cores with a thread per core of
+    its share, pinned to it unless ``pin`` is false, as the pipeline's workers run.
+    Stopped on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        if processes == 1:
+            yield [await stack.enter_async_context(http_server(model))]
+            return
+        yield [
+            await stack.enter_async_context(
+                http_server(model, cpus=cpus if pin else None, threads=len(cpus))
+            )
+            for cpus in cpu_shares(processes)
+        ]
+
+
+@contextlib.asynccontextmanager
+async def http_server(
+    model: str, *, cpus: frozenset[int] | None = None, threads: int | None = None
+) -> AsyncIterator[str]:
     """Start the server in a child process, yield its base URL once it answers, stop it."""
+    argv = ["--model", model]
+    if cpus is not None:
+        argv += ["--cpus", format_cpus(cpus)]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "camoffload.perf.http_baseline",
         "--serve",
-        "--model",
-        model,
+        *argv,
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -216,13 +251,18 @@ def headers_for(workload: Workload) -> dict[str, str]:
     return headers
 
 
-async def drive_http(url: str, workload: Workload, concurrency: int) -> Row:
-    """POST every frame of ``workload`` with ``concurrency`` in flight; one Row."""
+async def drive_http(url: str | Sequence[str], workload: Workload, concurrency: int) -> Row:
+    """POST every frame of ``workload`` with ``concurrency`` in flight; one Row.
+
+    Several URLs (one per server process) share the senders round robin, and every
+    sender takes the next unsent frame, so a faster server gets more of them."""
+    urls = [url] if isinstance(url, str) else list(url)
     bodies, headers, labels = workload.payloads, headers_for(workload), workload.labels
     latencies: list[float] = []
     errors = correct = 0
     todo: Iterator[int] = iter(range(len(bodies)))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    per_url = -(-concurrency // len(urls))  # ceiling division
+    limits = httpx.Limits(max_connections=per_url, max_keepalive_connections=per_url)
 
     async def sender(client: httpx.AsyncClient) -> None:
         nonlocal errors, correct
@@ -238,11 +278,17 @@ async def drive_http(url: str, workload: Workload, concurrency: int) -> Row:
             latencies.append(time.perf_counter() - sent)
             correct += int(label == labels[i])
 
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=u, limits=limits, timeout=120)
+            )
+            for u in urls
+        ]
         started = time.perf_counter()
         async with asyncio.TaskGroup() as group:
             for n in range(concurrency):
-                group.create_task(sender(client), name=f"sender-{n}")
+                group.create_task(sender(clients[n % len(clients)]), name=f"sender-{n}")
         elapsed = time.perf_counter() - started
     ms = np.asarray(latencies) * 1e3 if latencies else np.zeros(1)
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
@@ -263,8 +309,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="the HTTP baseline's server process")
     parser.add_argument("--model", default="fmnist_exit_resnet")
     parser.add_argument("--serve", action="store_true", required=True)
+    parser.add_argument("--cpus", type=parse_cpus, help="pin the server to these cores")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
-    asyncio.run(_serve(args.model))
+    asyncio.run(_serve(args.model, args.cpus, args.threads))
 
 
 if __name__ == "__main__":

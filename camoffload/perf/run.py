@@ -153,22 +153,30 @@ def _row_from(result: LoadResult, setup: str, load: str, *, saturated: bool) -> 
 
 async def _http_rows(settings: BenchSettings, workload: Workload, report: PayloadReport) -> None:
     try:
-        from camoffload.perf.http_baseline import drive_http, http_server
+        from camoffload.perf.http_baseline import drive_http, http_servers
     except ImportError as exc:  # the bench extra is not installed
         logger.warning("HTTP baseline skipped (%s): pip install 'camoffload[bench]'", exc)
         return
-    async with http_server(settings.model) as url:
-        for concurrency in settings.http_concurrency:
-            warm = dataclasses.replace(workload, payloads=workload.payloads[:64])
-            await drive_http(url, warm, concurrency)
-            row = await drive_http(url, workload, concurrency)
-            report.rows.append(
-                Row(
-                    "HTTP", "FastAPI + uvicorn, batch 1", f"{concurrency} in flight",
-                    row.frames_per_s, row.p50_ms, row.p95_ms, row.p99_ms, row.answered,
-                    row.errors, row.accuracy, 1.0, 2.0, saturated=True,
-                )
-            )  # fmt: skip
+    cores = _cores()
+    # One uvicorn process with every core's threads (the seed's deployment), and, for
+    # each multi-worker layout of the pipeline, as many pinned processes: batch 1 on one
+    # process leaves cores idle, and the baseline should be the design at its best.
+    for processes in sorted({1, *settings.workers}):
+        threads = max(1, cores // processes)
+        pinned = ", pinned" if processes > 1 and settings.pin else ""
+        setup = f"{processes} process x {threads} thread{pinned}, batch 1"
+        async with http_servers(settings.model, processes, pin=settings.pin) as urls:
+            for concurrency in settings.http_concurrency:
+                warm = dataclasses.replace(workload, payloads=workload.payloads[:64])
+                await drive_http(urls, warm, concurrency)
+                row = await drive_http(urls, workload, concurrency)
+                report.rows.append(
+                    Row(
+                        "HTTP", setup, f"{concurrency} in flight",
+                        row.frames_per_s, row.p50_ms, row.p95_ms, row.p99_ms, row.answered,
+                        row.errors, row.accuracy, 1.0, 2.0, saturated=True,
+                    )
+                )  # fmt: skip
 
 
 @contextlib.contextmanager
