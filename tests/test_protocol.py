@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import msgpack
 import pytest
@@ -22,6 +25,7 @@ from pipeline.protocol import (
     Result,
     TensorDType,
     WorkerStatus,
+    _wire,
     decode_reply,
 )
 
@@ -278,3 +282,21 @@ def test_jpeg_needs_quality_and_image_shape() -> None:
 def test_frame_envelope_overhead_is_small() -> None:
     obj = _valid_frame()
     assert len(msgpack.packb(obj, use_bin_type=True)) < 250
+
+
+class _Colour(enum.Enum):  # a plain Enum: MessagePack cannot pack it as its value
+    RED = "red"
+
+
+@dataclass(frozen=True, slots=True)
+class _PlainEnumMessage(_wire.WireMessage):
+    MESSAGE_TYPE: ClassVar[str] = "plain-enum"
+    MAX_BYTES: ClassVar[int] = 1024
+    colour: _Colour | None = None
+
+
+def test_a_schema_enum_that_is_not_a_str_enum_is_refused_when_encoding() -> None:
+    # Encoding hands enum values to MessagePack as they are, which is right only for
+    # StrEnum; anything else would be packed wrongly, so it is refused outright.
+    with pytest.raises(TypeError, match="_Colour must be a StrEnum"):
+        _PlainEnumMessage(colour=_Colour.RED).to_bytes()

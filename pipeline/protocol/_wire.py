@@ -130,7 +130,7 @@ def _checker(tp: Any) -> Checker:
 
         return array
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return functools.partial(_check_enum, tp, {m.value: m for m in tp})
+        return functools.partial(_check_enum, {m.value: m for m in tp})
     simple = _SIMPLE.get(tp)
     if simple is None:
         raise TypeError(f"unsupported schema type {_type_name(tp)}")
@@ -138,17 +138,13 @@ def _checker(tp: Any) -> Checker:
 
 
 def _check_enum(
-    tp: type[enum.Enum],
-    members: dict[object, enum.Enum],
-    value: object,
-    field: str,
-    frame_id: str | None,
+    members: dict[object, enum.Enum], value: object, field: str, frame_id: str | None
 ) -> object:
     if not isinstance(value, str):
         raise _bad_type(field, "string", value, frame_id)
     member = members.get(value)
     if member is None:
-        allowed = ", ".join(m.value for m in tp)
+        allowed = ", ".join(map(str, members))
         raise ProtocolError(
             f"field {field!r}: {value!r} is not one of {allowed}",
             reason="bad_value",
@@ -224,39 +220,28 @@ def _field_checkers(cls: type) -> tuple[tuple[str, Checker], ...]:
     return tuple((name, _checker(tp)) for name, tp in _field_types(cls).items())
 
 
-Converter = typing.Callable[[Any], object]
-
-
-def _converter(tp: Any) -> Converter | None:
-    """How a value of declared type ``tp`` goes on the wire; None: as it is.
-
-    MessagePack packs str and int subclasses (every enum of the schema is a StrEnum) as
-    their values, and tuples as arrays, so almost no field needs converting: encoding
-    is on every frame's and every reply's hot path."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        (inner_type,) = [m for m in typing.get_args(tp) if m is not type(None)]
-        inner = _converter(inner_type)
-        return None if inner is None else (lambda v: None if v is None else inner(v))
-    if origin is tuple:
-        item = _converter(typing.get_args(tp)[0])
-        return None if item is None else (lambda v: [item(x) for x in v])
-    if isinstance(tp, type) and issubclass(tp, enum.Enum) and not issubclass(tp, (str, int)):
-        return lambda v: v.value
-    return None
+def _check_encodable(tp: Any) -> None:
+    """Every enum of the schema is a StrEnum: MessagePack packs it as its value, as it
+    packs tuples as arrays, so encoding needs no per-field conversion (it is on every
+    frame's and every reply's hot path). Decoding accepts enum values as strings only."""
+    for arg in typing.get_args(tp):
+        _check_encodable(arg)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum) and not issubclass(tp, str):
+        raise TypeError(f"schema enum {tp.__name__} must be a StrEnum")
 
 
 @functools.cache
-def _field_converters(cls: type) -> tuple[tuple[str, Converter | None], ...]:
-    return tuple((name, _converter(tp)) for name, tp in _field_types(cls).items())
+def _field_names(cls: type) -> tuple[str, ...]:
+    for tp in _field_types(cls).values():
+        _check_encodable(tp)
+    return tuple(_field_types(cls))
 
 
 def encode(message: Envelope) -> bytes:
     """Encode a wire dataclass as a MessagePack map with version and type keys."""
     body: dict[str, object] = {_VERSION_KEY: SCHEMA_VERSION, _TYPE_KEY: message.MESSAGE_TYPE}
-    for name, convert in _field_converters(type(message)):
-        value = getattr(message, name)
-        body[name] = value if convert is None else convert(value)
+    for name in _field_names(type(message)):
+        body[name] = getattr(message, name)
     packed = msgpack.packb(body, use_bin_type=True)
     assert isinstance(packed, bytes)
     return packed
