@@ -66,14 +66,12 @@ def _child(
     threads: int,
     seconds: float,
     cpus: frozenset[int] | None,
-    keep_memory: bool,
     start: BarrierType,
     out: Queue[float],
 ) -> None:
     if cpus is not None:
         pin_process(cpus)
-    if keep_memory:
-        keep_freed_memory()  # as the workers do by default: the ceiling gets it too
+    keep_freed_memory()  # as the workers do by default: the ceiling gets it too
     torch.set_num_threads(threads)
     classifier = Classifier.by_name(model, "cpu")
     workload = make_workload(kind, classifier, max(4 * batch, 256))
@@ -91,12 +89,11 @@ def model_alone_fps_in_processes(
     threads: int,
     seconds: float,
     pin: bool = False,
-    keep_memory: bool = True,
 ) -> float:
     """Images/s of ``processes`` copies of the model, each in its own process with
     ``threads`` torch threads, all at once: the ceiling for that many workers. With
-    ``pin``, process i runs on the i-th share of the cores, as pinned workers do; with
-    ``keep_memory``, each keeps freed memory as workers do (pipeline/allocator.py)."""
+    ``pin``, process i runs on the i-th share of the cores, as pinned workers do. Each
+    keeps freed memory, as workers do by default (pipeline/allocator.py)."""
     shares: list[frozenset[int] | None] = list(cpu_shares(processes)) if pin else [None] * processes
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     start = context.Barrier(processes)
@@ -104,7 +101,7 @@ def model_alone_fps_in_processes(
     children = [
         context.Process(
             target=_child,
-            args=(model, kind, batch, threads, seconds, cpus, keep_memory, start, out),
+            args=(model, kind, batch, threads, seconds, cpus, start, out),
             daemon=True,
         )
         for cpus in shares
