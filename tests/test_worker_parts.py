@@ -114,3 +114,17 @@ def test_tensors_holding_nan_or_inf_are_refused_and_finite_ones_decode(
     assert [e.frame_id for e in errors] == ["f2", "f3", "f4"]
     assert all("NaN or infinite" in e.message for e in errors)
     assert [index for index, _ in decoded.groups[1]] == [0, 1]
+
+
+def test_float16_activations_classify_as_their_float32_values_alone_or_mixed() -> None:
+    # float16 batches take torch's batched conversion, mixed batches NumPy's casts:
+    # both must see exactly the values the float32 path sees.
+    classifier = Classifier.by_name("fmnist_exit_resnet")
+    shape = classifier.activation_shape(1)
+    rng = np.random.default_rng(1)
+    halves = [np.maximum(rng.standard_normal(shape), 0).astype(np.float16) for _ in range(4)]
+    widened = [h.astype(np.float32) for h in halves]
+    expected = classifier.predict_from_split(1, widened)
+    assert classifier.predict_from_split(1, halves) == expected
+    mixed = [halves[0], widened[1], halves[2], widened[3]]
+    assert classifier.predict_from_split(1, mixed) == expected
