@@ -231,17 +231,24 @@ def _check_encodable(tp: Any) -> None:
 
 
 @functools.cache
-def _field_names(cls: type) -> tuple[str, ...]:
+def _field_names(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(name, left out when None) for each field of ``cls``."""
     for tp in _field_types(cls).values():
         _check_encodable(tp)
-    return tuple(_field_types(cls))
+    return tuple((f.name, f.default is None) for f in dataclasses.fields(cls))
 
 
 def encode(message: Envelope) -> bytes:
-    """Encode a wire dataclass as a MessagePack map with version and type keys."""
+    """Encode a wire dataclass as a MessagePack map with version and type keys.
+
+    An optional field at its default (None) is left out: the decoder reads a missing
+    one as None, and a field added later to the schema reaches an older receiver only
+    in the messages that use it (which it refuses by name), never in every message."""
     body: dict[str, object] = {_VERSION_KEY: SCHEMA_VERSION, _TYPE_KEY: message.MESSAGE_TYPE}
-    for name in _field_names(type(message)):
-        body[name] = getattr(message, name)
+    for name, optional in _field_names(type(message)):
+        value = getattr(message, name)
+        if value is not None or not optional:
+            body[name] = value
     packed = msgpack.packb(body, use_bin_type=True)
     assert isinstance(packed, bytes)
     return packed
