@@ -5,7 +5,7 @@ and ``bench/pipeline_bench.py`` run them beside the MQTT pipeline); this script 
 baseline, at each concurrency, on one payload kind:
 
     .venv/bin/python bench/http_baseline.py [--frames 2000] [--concurrency 1,8,32,64] \\
-        [--model fmnist_exit_resnet] [--payload jpeg|raw|tensor|split] [--processes 1]
+        [--model fmnist_exit_resnet] [--payload jpeg|raw|tensor|split|split16] [--processes 1]
 
 ``--processes 2`` runs two server processes, each pinned to its share of the cores
 with one torch thread per core, and spreads the requests over them.

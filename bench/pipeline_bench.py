@@ -5,12 +5,13 @@ for every script in this folder, since Python puts the script's folder first on 
 
 ``camoffload bench --full`` with the same options; ``camoffload bench`` is the short
 version (JPEG only). Every payload kind (JPEG, raw pixels, normalised float32 tensor,
-float16 split-1 activation), 1 and 2 worker processes, one frame at a time, rising
-offered load and saturated, side by side with the model alone in rounds. Prints
-Markdown tables and one ``RATIO`` line per payload kind, last. docs/performance.md.
+the split-1 activation as uint8 codes and as float16), 1 and 2 worker processes, one
+frame at a time, rising offered load and saturated, side by side with the model alone
+in rounds. Prints Markdown tables and one ``RATIO`` line per payload kind, last.
+docs/performance.md.
 
-    .venv/bin/python bench/pipeline_bench.py [--payloads jpeg,raw,tensor,split] [--workers 1,2] \\
-        [--frames 6000] [--rates 100,250,500,1000] [--window 256] [--no-http]
+    .venv/bin/python bench/pipeline_bench.py [--payloads jpeg,raw,tensor,split,split16] \\
+        [--workers 1,2] [--frames 6000] [--rates 100,250,500,1000] [--window 256] [--no-http]
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from pipeline.protocol import (
     TensorDType,
 )
 from pipeline.protocol import Reply as ReplyMessage
+from pipeline.quantize import QuantizedTensor
 from pipeline.topics import ReplyTarget
 
 __all__ = ["DecodedBatch", "Pending", "classify_batch", "decode_batch", "process_batch"]
@@ -54,7 +55,10 @@ _IMAGE = -1  # group key of whole images; split points are >= 1
 _INPUT = 0  # group key of normalised input tensors (a split at 0 is the input itself)
 
 
-def _group_and_decode(request: FrameRequest, classifier: Classifier) -> tuple[int, np.ndarray]:
+Decoded = np.ndarray | QuantizedTensor  # a decoded payload, as the model's call takes it
+
+
+def _group_and_decode(request: FrameRequest, classifier: Classifier) -> tuple[int, Decoded]:
     """(group key, decoded array) of one request; :class:`CodecError` if unusable."""
     if request.codec is PayloadCodec.JPEG:
         return _IMAGE, decode_jpeg(request.payload, expected_shape=request.shape)
@@ -79,8 +83,6 @@ def _group_and_decode(request: FrameRequest, classifier: Classifier) -> tuple[in
         return _INPUT, _finite(tensor_from_bytes(request.payload, request.shape, request.dtype))
     split = request.split_stage
     assert split is not None  # FrameRequest guarantees it for tensor payloads
-    if request.dtype is TensorDType.UINT8:
-        raise CodecError("an intermediate tensor is float16 or float32, not uint8")
     try:
         expected = classifier.activation_shape(split)
     except ModelError as exc:
@@ -90,7 +92,13 @@ def _group_and_decode(request: FrameRequest, classifier: Classifier) -> tuple[in
             f"{classifier.spec.name} expects an activation of shape {expected} at split "
             f"{split}, not {request.shape}"
         )
-    return split, _finite(tensor_from_bytes(request.payload, request.shape, request.dtype))
+    codes = tensor_from_bytes(request.payload, request.shape, request.dtype)
+    if request.dtype is TensorDType.UINT8:
+        scale, offset = request.tensor_scale, request.tensor_offset
+        assert scale is not None  # FrameRequest guarantees both for uint8 tensors
+        assert offset is not None
+        return split, QuantizedTensor(codes, scale, offset)  # every code is finite
+    return split, _finite(codes)
 
 
 _FLOAT16_EXPONENT = 0x7C00  # all five exponent bits set: inf or NaN (IEEE 754 binary16)
@@ -111,13 +119,13 @@ def _finite(tensor: np.ndarray) -> np.ndarray:
     return tensor
 
 
-def _forward(
-    classifier: Classifier, key: int
-) -> Callable[[Sequence[np.ndarray]], list[Prediction]]:
+def _forward(classifier: Classifier, key: int) -> Callable[[Sequence[Decoded]], list[Prediction]]:
+    # Each group holds one kind (see _group_and_decode): only split groups hold
+    # QuantizedTensors.
     if key == _IMAGE:
-        return classifier.predict
+        return lambda arrays: classifier.predict(cast(Sequence[Image], arrays))
     if key == _INPUT:
-        return classifier.predict_inputs
+        return lambda arrays: classifier.predict_inputs(cast(Sequence[np.ndarray], arrays))
     return lambda arrays: classifier.predict_from_split(key, arrays)
 
 
@@ -133,7 +141,7 @@ class DecodedBatch:
 
     batch: list[Pending]
     replies: list[ReplyMessage | None]  # an error for each request that did not decode
-    groups: dict[int, list[tuple[int, np.ndarray]]]  # group key -> (index, array)
+    groups: dict[int, list[tuple[int, Decoded]]]  # group key -> (index, array)
     started: float  # time.monotonic() when decoding began: the end of queueing
     decode_ms: float  # per request
 
@@ -142,7 +150,7 @@ def decode_batch(batch: list[Pending], classifier: Classifier, worker_id: str) -
     """Decode every request of ``batch``; one that does not decode gets its error."""
     started = time.monotonic()
     replies: list[ReplyMessage | None] = [None] * len(batch)
-    groups: dict[int, list[tuple[int, np.ndarray]]] = {}
+    groups: dict[int, list[tuple[int, Decoded]]] = {}
     for i, item in enumerate(batch):
         try:
             key, array = _group_and_decode(item.request, classifier)

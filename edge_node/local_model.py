@@ -20,6 +20,7 @@ from pipeline.codecs import Image
 from pipeline.errors import ModelError
 from pipeline.inference import Classifier, resolve_device
 from pipeline.models import EdgePart, get_model_spec
+from pipeline.quantize import QuantizedTensor, TensorWireDType, wire_activation
 
 __all__ = ["LocalModel", "LocalOutput"]
 
@@ -28,7 +29,9 @@ __all__ = ["LocalModel", "LocalOutput"]
 class LocalOutput:
     label: int
     confidence: float  # max softmax probability of the local exit
-    activation: np.ndarray | None  # float16 (c, h, w) at the split; None for whole models
+    # The split activation (c, h, w) as it goes on the wire: uint8 codes or float16
+    # (edge.tensor_dtype); None for whole models.
+    activation: np.ndarray | QuantizedTensor | None
     # The exit's logits, float32 (classes,): what the entropy and router policies read;
     # None for whole models.
     logits: np.ndarray | None = None
@@ -37,7 +40,15 @@ class LocalOutput:
 class LocalModel:
     """Classify one frame on the edge; for early-exit models, keep the split activation."""
 
-    def __init__(self, name: str, *, split: int = 1, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        split: int = 1,
+        device: str = "cpu",
+        tensor_dtype: TensorWireDType = "uint8",
+    ) -> None:
+        self.tensor_dtype = tensor_dtype
         self._classifier = Classifier(get_model_spec(name), resolve_device(device))
         self.name = name
         network = self._classifier.network
@@ -70,6 +81,6 @@ class LocalModel:
             assert output.logits is not None  # split >= 1 always has an exit
             probs = torch.softmax(output.logits.float(), dim=1)[0]
             confidence, label = probs.max(dim=0)
-            activation = output.activation[0].to(torch.float16).cpu().numpy()
+            activation = wire_activation(output.activation[0], self.tensor_dtype)
             logits = output.logits[0].float().cpu().numpy()
         return LocalOutput(int(label), min(1.0, float(confidence)), activation, logits)

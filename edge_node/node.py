@@ -71,6 +71,7 @@ from pipeline.protocol import (
     Result,
     WorkerStatus,
 )
+from pipeline.quantize import TensorWireDType
 from pipeline.tasks import cancel_and_wait
 
 __all__ = ["EdgeNode"]
@@ -178,12 +179,14 @@ class EdgeNode:
         cfg = self._cfg
         if cfg.partition == "auto" and cfg.local_model is not None:
             self._partition, self._planner = await asyncio.to_thread(
-                _partition_for, cfg.local_model, cfg.device_slowdown
+                _partition_for, cfg.local_model, cfg.device_slowdown, cfg.tensor_dtype
             )
             return
         if self._local is None and cfg.local_model is not None:
             # Reading weights and building the model is slow: keep it off the loop.
-            self._local = await asyncio.to_thread(LocalModel, cfg.local_model, split=cfg.split)
+            self._local = await asyncio.to_thread(
+                LocalModel, cfg.local_model, split=cfg.split, tensor_dtype=cfg.tensor_dtype
+            )
         if self._policy.needs_local_model and self._local is None:
             raise ModelError(f"policy {self._policy.name!r} needs a local model")
         if cfg.payload == "tensor" and (self._local is None or not self._local.can_send_tensors):
@@ -699,9 +702,11 @@ def _package_version() -> str:
         return "unknown"  # running from a checkout that was never installed
 
 
-def _partition_for(name: str, device_slowdown: float) -> tuple[PartitionedModel, PartitionPlanner]:
+def _partition_for(
+    name: str, device_slowdown: float, tensor_dtype: TensorWireDType
+) -> tuple[PartitionedModel, PartitionPlanner]:
     """The partitioned model and its planner, profiled on this device (blocking)."""
-    model = PartitionedModel(name, device_slowdown=device_slowdown)
+    model = PartitionedModel(name, device_slowdown=device_slowdown, tensor_dtype=tensor_dtype)
     channels, height, width = model.input_shape
     # The typical JPEG of a frame this size: a mid-grey image's, to start with.
     jpeg_bytes = len(encode_jpeg(np.full((height, width, channels), 128, np.uint8), 90))

@@ -27,6 +27,7 @@ from pipeline.errors import ModelError
 from pipeline.inference import Classifier, resolve_device
 from pipeline.models import get_model_spec
 from pipeline.models.flops import macs_per_exit
+from pipeline.quantize import TensorWireDType, wire_activation, wire_bytes_per_element
 
 __all__ = ["REQUEST_OVERHEAD_BYTES", "PartitionedModel"]
 
@@ -35,7 +36,15 @@ REQUEST_OVERHEAD_BYTES = 400
 
 
 class PartitionedModel:
-    def __init__(self, name: str, *, device: str = "cpu", device_slowdown: float = 1.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        device: str = "cpu",
+        device_slowdown: float = 1.0,
+        tensor_dtype: TensorWireDType = "uint8",
+    ) -> None:
+        self.tensor_dtype = tensor_dtype
         self._classifier = Classifier(get_model_spec(name), resolve_device(device))
         network = self._classifier.network
         if network is None:
@@ -65,7 +74,7 @@ class PartitionedModel:
                 SplitPoint(
                     k,
                     self._time_ms(part, example, repeats),
-                    2.0 * activation + REQUEST_OVERHEAD_BYTES,  # float16 on the wire
+                    wire_bytes_per_element(self.tensor_dtype) * activation + REQUEST_OVERHEAD_BYTES,
                     max(0.0, 1.0 - macs[k - 1] / total),
                 )
             )
@@ -90,7 +99,7 @@ class PartitionedModel:
                 output = self._parts[point](x)
                 assert output.logits is not None  # a split >= 1 has an exit
                 logits = output.logits
-                activation = output.activation[0].to(torch.float16).cpu().numpy()
+                activation = wire_activation(output.activation[0], self.tensor_dtype)
             else:
                 raise ModelError(f"{self.name}: no split point {point} (1..{self.stages})")
             probs = torch.softmax(logits.float(), dim=1)[0]

@@ -1,4 +1,5 @@
-"""Building the frame request an edge offloads: a JPEG, raw pixels, or the split tensor.
+"""Building the frame request an edge offloads: a JPEG, raw pixels, or the split tensor
+(uint8 codes with their scale and offset, or float16).
 
 Synchronous (JPEG encoding and copying a frame's bytes are CPU work): the node calls
 :func:`build_request` from a thread.
@@ -14,6 +15,7 @@ from edge_node.local_model import LocalOutput
 from edge_node.sources import CapturedFrame
 from pipeline.codecs import Image, encode_jpeg, encode_jpeg_abbreviated
 from pipeline.protocol import FrameRequest, PayloadCodec, TensorDType
+from pipeline.quantize import QuantizedTensor
 
 __all__ = ["build_request", "scaled"]
 
@@ -52,13 +54,21 @@ def build_request(
         if local is None or local.activation is None or split is None:
             raise ValueError("a tensor payload needs an early-exit local model's activation")
         activation = local.activation
-        fields = {
-            "codec": PayloadCodec.TENSOR,
-            "split_stage": split,
-            "shape": tuple(activation.shape),
-            "dtype": TensorDType.FLOAT16,
-            "payload": activation.tobytes(),
-        }
+        fields = {"codec": PayloadCodec.TENSOR, "split_stage": split}
+        if isinstance(activation, QuantizedTensor):
+            fields |= {
+                "shape": activation.shape,
+                "dtype": TensorDType.UINT8,
+                "payload": activation.codes.tobytes(),
+                "tensor_scale": activation.scale,
+                "tensor_offset": activation.offset,
+            }
+        else:
+            fields |= {
+                "shape": tuple(activation.shape),
+                "dtype": TensorDType.FLOAT16,
+                "payload": activation.tobytes(),
+            }
     elif payload == "raw":
         fields = {
             "codec": PayloadCodec.RAW,

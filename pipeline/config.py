@@ -181,6 +181,9 @@ class EdgeConfig:
     # it offloads when its keep-local score is below confidence_threshold.
     router: str | None = None
     payload: Literal["jpeg", "raw", "tensor"] = "jpeg"  # tensor: the split activation
+    # How a split activation is sent: per-frame uint8 codes (half float16's bytes, the
+    # same top-1: pipeline/quantize.py) or float16.
+    tensor_dtype: Literal["uint8", "float16"] = "uint8"
     motion_threshold: float | None = None  # changed-pixel fraction; None = no gate
     motion_mask: str | None = None  # image file or "x,y;x,y;x,y" polygons (0..1)
     status_interval_s: float = 1.0

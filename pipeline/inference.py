@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -19,6 +20,7 @@ from pipeline.codecs import Image
 from pipeline.errors import ModelError
 from pipeline.frozen import frozen_or_eager
 from pipeline.models import EarlyExitResNet, ModelSpec, get_model_spec
+from pipeline.quantize import QuantizedTensor, dequantize_batch
 from pipeline.staging import HostStaging
 
 __all__ = ["Classifier", "Prediction", "resolve_device"]
@@ -157,18 +159,29 @@ class Classifier:
         tensor = self._staging.upload(host).permute(0, 3, 1, 2).to(self.dtype) / 255.0
         return (tensor - self._mean.to(self.dtype)) / self._std.to(self.dtype)
 
-    def _stack(self, arrays: Sequence[np.ndarray], shape: tuple[int, ...]) -> torch.Tensor:
-        if self.dtype != torch.float16 and all(a.dtype == np.float16 for a in arrays):
+    def _stack(
+        self, arrays: Sequence[np.ndarray | QuantizedTensor], shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        if all(isinstance(a, QuantizedTensor) for a in arrays):
+            # Stack the uint8 codes (a quarter of float32's bytes to copy, and to move to
+            # a GPU) and dequantise the whole batch in one pass there.
+            quantized = cast(Sequence[QuantizedTensor], arrays)
+            codes, code_batch = self._staging.array((len(arrays), *shape), torch.uint8)
+            for i, tensor in enumerate(quantized):
+                code_batch[i] = tensor.codes
+            return dequantize_batch(self._staging.upload(codes), quantized, self.dtype)
+        plain = [a.dequantize() if isinstance(a, QuantizedTensor) else a for a in arrays]
+        if self.dtype != torch.float16 and all(a.dtype == np.float16 for a in plain):
             # NumPy casts float16 one element at a time (64 us for a 75 KB split
             # activation here); torch converts a whole batch with vector instructions
             # (~5 us a frame). Stacking stays a plain copy, and on CUDA half the bytes
             # cross the bus.
-            half, half_batch = self._staging.array((len(arrays), *shape), torch.float16)
-            for i, array in enumerate(arrays):
+            half, half_batch = self._staging.array((len(plain), *shape), torch.float16)
+            for i, array in enumerate(plain):
                 half_batch[i] = array
             return self._staging.upload(half).to(self.dtype)
-        host, batch = self._staging.array((len(arrays), *shape), self.dtype)
-        for i, array in enumerate(arrays):
+        host, batch = self._staging.array((len(plain), *shape), self.dtype)
+        for i, array in enumerate(plain):
             batch[i] = array  # casts float32 (or a mix of dtypes) to the model's dtype
         return self._staging.upload(host)
 
@@ -186,8 +199,11 @@ class Classifier:
             self._model, lambda: self._stack(tensors, self.input_shape), len(tensors)
         )
 
-    def predict_from_split(self, split: int, activations: Sequence[np.ndarray]) -> list[Prediction]:
-        """Finish the network from an edge part's activations at ``split``."""
+    def predict_from_split(
+        self, split: int, activations: Sequence[np.ndarray | QuantizedTensor]
+    ) -> list[Prediction]:
+        """Finish the network from an edge part's activations at ``split`` (float16 or
+        float32 arrays, or uint8 :class:`QuantizedTensor` codes)."""
         if not activations:
             return []
         shape = self.activation_shape(split)

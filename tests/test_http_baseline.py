@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("processes", [1, 2])
-def test_the_http_baseline_serves_and_answers_every_frame(processes: int) -> None:
+@pytest.mark.parametrize(("processes", "payload"), [(1, "raw"), (2, "raw"), (1, "split")])
+def test_the_http_baseline_serves_and_answers_every_frame(processes: int, payload: str) -> None:
     # Two processes: each pinned to a core, the client's requests spread over both.
     done = subprocess.run(
         [
@@ -25,6 +25,8 @@ def test_the_http_baseline_serves_and_answers_every_frame(processes: int) -> Non
             "1,4",
             "--processes",
             str(processes),
+            "--payload",
+            payload,  # split: uint8 codes, each with its own X-Scale and X-Offset
         ],
         cwd=ROOT,
         capture_output=True,

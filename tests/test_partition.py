@@ -12,10 +12,11 @@ from camoffload.links import shaped_link
 from edge_node import EdgeNode, Ledger, open_source
 from edge_node.estimators import LinkEstimate, WorkerLoad
 from edge_node.partition import PartitionPlanner, SplitPoint
-from edge_node.partition_model import PartitionedModel
+from edge_node.partition_model import REQUEST_OVERHEAD_BYTES, PartitionedModel
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError, ModelError
 from pipeline.protocol import WorkerStatus
+from pipeline.quantize import QuantizedTensor
 from tests._helpers import running_worker
 
 # Send the image (1 kB), cut after stage 1 (50 kB, half the work left), all local.
@@ -104,12 +105,22 @@ def test_the_partitioned_model_profiles_and_runs_every_point() -> None:
     assert points[1].upload_bytes > points[3].upload_bytes > points[0].upload_bytes
     image = np.zeros((28, 28, 1), np.uint8)
     split = model.run(2, image)
-    assert split.activation is not None
-    assert split.activation.dtype == np.float16
+    assert isinstance(split.activation, QuantizedTensor)  # uint8 codes by default
+    assert split.activation.shape == (96, 14, 14)
+    assert points[2].upload_bytes == 96 * 14 * 14 + REQUEST_OVERHEAD_BYTES
     whole = model.run(model.local_point, image)
     assert whole.activation is None
     with pytest.raises(ModelError, match="no split point 7"):
         model.run(7, image)
+
+
+def test_a_float16_partition_sends_and_plans_twice_the_bytes() -> None:
+    model = PartitionedModel("fmnist_exit_resnet", tensor_dtype="float16")
+    points = model.profile(900.0, repeats=1)
+    assert points[2].upload_bytes == 2 * 96 * 14 * 14 + REQUEST_OVERHEAD_BYTES
+    split = model.run(2, np.zeros((28, 28, 1), np.uint8))
+    assert isinstance(split.activation, np.ndarray)
+    assert split.activation.dtype == np.float16
 
 
 def test_partition_needs_cloud_only_and_an_early_exit_model() -> None:

@@ -60,6 +60,7 @@ def frame_requests(draw: st.DrawFn) -> FrameRequest:
             )
         )
         quality = None
+    quantized = codec is PayloadCodec.TENSOR and dtype is TensorDType.UINT8
     return FrameRequest(
         frame_id=draw(ids),
         edge_id=draw(ids),
@@ -75,6 +76,8 @@ def frame_requests(draw: st.DrawFn) -> FrameRequest:
         split_stage=draw(st.integers(1, 4)) if codec is PayloadCodec.TENSOR else None,
         edge_label=draw(st.none() | st.integers(0, 999)),
         edge_confidence=draw(st.none() | unit),
+        tensor_scale=draw(st.floats(1e-30, 1e30)) if quantized else None,
+        tensor_offset=draw(st.floats(-1e30, 1e30)) if quantized else None,
     )
 
 
@@ -277,6 +280,46 @@ def test_jpeg_needs_quality_and_image_shape() -> None:
         _decode(_valid_frame(codec="jpeg"))
     with pytest.raises(ProtocolError, match="shape"):
         _decode(_valid_frame(codec="jpeg", quality=80, shape=(4, 3)))
+
+
+def _uint8_tensor(**changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "codec": "tensor", "split_stage": 1, "shape": (2, 2, 3), "dtype": "uint8",
+        "payload": bytes(12), "tensor_scale": 0.02, "tensor_offset": -0.5,
+    }  # fmt: skip
+    return _valid_frame(**{**base, **changes})
+
+
+def test_a_uint8_tensor_carries_its_scale_and_offset() -> None:
+    request = _decode(_uint8_tensor())
+    assert (request.tensor_scale, request.tensor_offset) == (0.02, -0.5)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        _uint8_tensor(tensor_scale=None),
+        _uint8_tensor(tensor_offset=None),
+        _uint8_tensor(tensor_scale=0.0),
+        _uint8_tensor(tensor_scale=-1.0),
+        _uint8_tensor(tensor_offset=float("inf")),
+        _uint8_tensor(dtype="float16", payload=bytes(24)),  # scale on a float tensor
+        _valid_frame(tensor_scale=1.0, tensor_offset=0.0),  # scale on raw pixels
+    ],
+)
+def test_scale_and_offset_go_with_uint8_tensors_only(obj: dict[str, object]) -> None:
+    with pytest.raises(ProtocolError) as info:
+        _decode(obj)
+    assert info.value.reason == "bad_value"
+    assert info.value.frame_id == "f1"
+
+
+def test_optional_fields_at_none_are_left_out_and_read_back_as_none() -> None:
+    obj = _valid_frame()
+    assert not {"tensor_scale", "quality", "edge_label"} & obj.keys()
+    assert {"frame_id", "payload", "shape"} <= obj.keys()
+    # An explicit nil (what earlier builds sent) still decodes.
+    assert _decode({**obj, "tensor_scale": None, "quality": None}).tensor_scale is None
 
 
 def test_frame_envelope_overhead_is_small() -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier as BarrierType
+from typing import cast
 
 import numpy as np
 import torch
@@ -22,19 +23,24 @@ from camoffload.perf.workload import PayloadKind, Workload, make_workload
 from pipeline.allocator import keep_freed_memory
 from pipeline.cpus import cpu_shares, pin_process
 from pipeline.inference import Classifier, Prediction
+from pipeline.quantize import QuantizedTensor
 
 __all__ = ["model_alone_fps", "model_alone_fps_in_processes"]
 
 
-def _call(classifier: Classifier, workload: Workload) -> Callable[[Sequence[np.ndarray]], object]:
+Inputs = Sequence[np.ndarray | QuantizedTensor]
+
+
+def _call(classifier: Classifier, workload: Workload) -> Callable[[Inputs], object]:
+    # A workload holds one kind of input (see make_workload): only splits hold codes.
     if workload.kind in ("jpeg", "raw"):
-        return classifier.predict
+        return lambda arrays: classifier.predict(cast(Sequence[np.ndarray], arrays))
     if workload.kind == "tensor":
-        return classifier.predict_inputs
+        return lambda arrays: classifier.predict_inputs(cast(Sequence[np.ndarray], arrays))
     split = workload.split
     assert split is not None
 
-    def from_split(arrays: Sequence[np.ndarray]) -> list[Prediction]:
+    def from_split(arrays: Inputs) -> list[Prediction]:
         return classifier.predict_from_split(split, arrays)
 
     return from_split

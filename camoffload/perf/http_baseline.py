@@ -5,9 +5,9 @@ app, served by uvicorn in a child process on 127.0.0.1 and an ephemeral port; or
 the strongest form of the baseline on a multi-core box, one such process per share of
 the cores, pinned, with the client spreading its requests over them
 (:func:`http_servers`). A client POSTs one frame per request to ``/classify`` as a
-binary body, described by headers: ``X-Kind`` (``jpeg``, ``raw``, ``tensor`` or
-``split``, the payloads of :mod:`camoffload.perf.workload`), ``X-Shape``, ``X-Dtype``
-and ``X-Split``.
+binary body, described by headers: ``X-Kind`` (``jpeg``, ``raw``, ``tensor``,
+``split`` or ``split16``, the payloads of :mod:`camoffload.perf.workload`), ``X-Shape``,
+``X-Dtype`` and ``X-Split``, and for uint8 split codes ``X-Scale`` and ``X-Offset``.
 
 The server decodes the body (OpenCV for a JPEG, numpy for the rest), runs the SAME
 model as the cloud worker (``Classifier.by_name(model, "cpu")``, the frozen graph) at
@@ -47,6 +47,7 @@ from pipeline.codecs import decode_jpeg
 from pipeline.cpus import cpu_shares, format_cpus, parse_cpus, pin_process
 from pipeline.errors import CodecError
 from pipeline.inference import Classifier, Prediction
+from pipeline.quantize import QuantizedTensor
 
 HOST = "127.0.0.1"
 PORT_LINE = "HTTP_BASELINE_PORT "
@@ -125,10 +126,13 @@ def _work_for(
         return lambda: classifier.predict([array])
     if kind == "tensor":
         return lambda: classifier.predict_inputs([array])
-    if kind == "split":
+    if kind in ("split", "split16"):
         split = int(headers["x-split"])
+        if dtype == np.uint8:
+            codes = QuantizedTensor(array, float(headers["x-scale"]), float(headers["x-offset"]))
+            return lambda: classifier.predict_from_split(split, [codes])
         return lambda: classifier.predict_from_split(split, [array])
-    raise ValueError(f"X-Kind {kind!r} is not jpeg, raw, tensor or split")
+    raise ValueError(f"X-Kind {kind!r} is not jpeg, raw, tensor, split or split16")
 
 
 async def _serve(model: str, cpus: frozenset[int] | None, threads: int | None) -> None:
@@ -239,8 +243,8 @@ class Row:
     accuracy: float
 
 
-def headers_for(workload: Workload) -> dict[str, str]:
-    """The headers that describe every body of ``workload``."""
+def headers_for(workload: Workload) -> list[dict[str, str]]:
+    """The headers that describe each body of ``workload``."""
     headers = {
         "x-kind": workload.kind,
         "x-shape": ",".join(map(str, workload.shape)),
@@ -248,7 +252,12 @@ def headers_for(workload: Workload) -> dict[str, str]:
     }
     if workload.split is not None:
         headers["x-split"] = str(workload.split)
-    return headers
+    if workload.tensor_params is None:
+        return [headers] * workload.count
+    return [
+        {**headers, "x-scale": repr(scale), "x-offset": repr(offset)}
+        for scale, offset in workload.tensor_params
+    ]
 
 
 async def drive_http(url: str | Sequence[str], workload: Workload, concurrency: int) -> Row:
@@ -269,7 +278,7 @@ async def drive_http(url: str | Sequence[str], workload: Workload, concurrency: 
         for i in todo:  # shared iterator: each index is sent once, by one sender
             sent = time.perf_counter()
             try:
-                response = await client.post("/classify", content=bodies[i], headers=headers)
+                response = await client.post("/classify", content=bodies[i], headers=headers[i])
                 response.raise_for_status()
                 label = int(response.json()["label"])
             except (httpx.HTTPError, KeyError, ValueError):

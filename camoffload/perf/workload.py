@@ -1,11 +1,13 @@
 """The frames every contender is driven with: one payload kind, encoded once, up front.
 
-Four payload kinds, as an edge can send them (docs/architecture.md):
+Five payload kinds, as an edge can send them (docs/architecture.md):
 
-    jpeg    the image as a JPEG at quality 90 (what a camera edge sends by default)
-    raw     the uint8 pixels
-    tensor  the normalised float32 input tensor (the seed study's binary tensors)
-    split   the float16 activation after stage ``split`` of the early-exit network
+    jpeg     the image as a JPEG at quality 90 (what a camera edge sends by default)
+    raw      the uint8 pixels
+    tensor   the normalised float32 input tensor (the seed study's binary tensors)
+    split    the activation after stage ``split`` of the early-exit network as uint8
+             codes with a per-frame scale and offset (an edge's default, pipeline.quantize)
+    split16  the same activation as float16 (edge.tensor_dtype = float16)
 
 Encoding happens before any timing, for the pipeline and the HTTP baseline alike: both
 clients stand for edges that have their bytes ready.
@@ -14,6 +16,7 @@ clients stand for edges that have their bytes ready.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,12 +26,13 @@ import torch
 from pipeline.codecs import encode_jpeg
 from pipeline.inference import Classifier
 from pipeline.protocol import FrameRequest, PayloadCodec, TensorDType
+from pipeline.quantize import QuantizedTensor, quantize
 from pipeline.training.datasets import load_fashion_mnist
 
 __all__ = ["PAYLOADS", "PayloadKind", "Workload", "make_workload"]
 
-PayloadKind = Literal["jpeg", "raw", "tensor", "split"]
-PAYLOADS: tuple[PayloadKind, ...] = ("jpeg", "raw", "tensor", "split")
+PayloadKind = Literal["jpeg", "raw", "tensor", "split", "split16"]
+PAYLOADS: tuple[PayloadKind, ...] = ("jpeg", "raw", "tensor", "split", "split16")
 JPEG_QUALITY = 90
 
 
@@ -44,7 +48,9 @@ class Workload:
     dtype: TensorDType
     shape: tuple[int, ...]
     split: int | None
-    model_inputs: list[np.ndarray]  # what the model alone is timed on (decoded)
+    model_inputs: Sequence[np.ndarray | QuantizedTensor]  # what the model alone is timed on
+    # (scale, offset) of each frame's uint8 codes: the "split" kind only
+    tensor_params: list[tuple[float, float]] | None = None
 
     @property
     def count(self) -> int:
@@ -54,26 +60,33 @@ class Workload:
     def payload_bytes(self) -> float:
         return float(np.mean([len(p) for p in self.payloads]))
 
+    def request(
+        self, index: int, edge_id: str, run: str, *, now: float, deadline_s: float
+    ) -> bytes:
+        """Frame ``index``'s encoded request in ``run`` (its id is unique to the run)."""
+        scale, offset = self.tensor_params[index] if self.tensor_params else (None, None)
+        return FrameRequest(
+            frame_id=f"{run}-{index}",
+            edge_id=edge_id,
+            seq=index,
+            capture_ts=now,
+            deadline_ts=now + deadline_s,
+            codec=self.codec,
+            quality=JPEG_QUALITY if self.codec is PayloadCodec.JPEG else None,
+            shape=self.shape,
+            dtype=self.dtype,
+            payload=self.payloads[index],
+            model=self.model,
+            split_stage=self.split,
+            tensor_scale=scale,
+            tensor_offset=offset,
+        ).to_bytes()
+
     def requests(self, edge_id: str, run: str, deadline_s: float = 600.0) -> list[bytes]:
         """The encoded frame requests of one run (frame ids unique to ``run``)."""
         now = time.time()
-        quality = JPEG_QUALITY if self.codec is PayloadCodec.JPEG else None
         return [
-            FrameRequest(
-                frame_id=f"{run}-{i}",
-                edge_id=edge_id,
-                seq=i,
-                capture_ts=now,
-                deadline_ts=now + deadline_s,
-                codec=self.codec,
-                quality=quality,
-                shape=self.shape,
-                dtype=self.dtype,
-                payload=payload,
-                model=self.model,
-                split_stage=self.split,
-            ).to_bytes()
-            for i, payload in enumerate(self.payloads)
+            self.request(i, edge_id, run, now=now, deadline_s=deadline_s) for i in range(self.count)
         ]
 
 
@@ -106,7 +119,14 @@ def make_workload(
         if network is None:
             raise ValueError(f"{name} is not an early-exit model: no split payload")
         activations = network.edge_part(split)(inputs.to(classifier.device)).activation
-        halves = [np.ascontiguousarray(a, dtype=np.float16) for a in activations.cpu().numpy()]
+    if kind == "split":
+        coded = [quantize(a) for a in activations]
+        return Workload(
+            kind, name, [c.codes.tobytes() for c in coded], test.labels, PayloadCodec.TENSOR,
+            TensorDType.UINT8, coded[0].shape, split, coded,
+            tensor_params=[(c.scale, c.offset) for c in coded],
+        )  # fmt: skip
+    halves = [np.ascontiguousarray(a, dtype=np.float16) for a in activations.cpu().numpy()]
     return Workload(
         kind, name, [a.tobytes() for a in halves], test.labels, PayloadCodec.TENSOR,
         TensorDType.FLOAT16, tuple(halves[0].shape), split, halves,

@@ -77,6 +77,10 @@ class FrameRequest(_wire.WireMessage):
     split_stage: int | None = None
     edge_label: int | None = None
     edge_confidence: float | None = None
+    # A uint8 tensor payload holds codes of ``value = code * tensor_scale +
+    # tensor_offset`` (see pipeline.quantize); only a uint8 tensor has them.
+    tensor_scale: float | None = None
+    tensor_offset: float | None = None
 
     def __post_init__(self) -> None:
         fid = safe_id(self.frame_id)
@@ -149,6 +153,21 @@ class FrameRequest(_wire.WireMessage):
         if self.split_stage is not None and self.split_stage < 1:
             raise ProtocolError(
                 "field 'split_stage' must be >= 1", reason="bad_value", frame_id=fid
+            )
+        quantized = self.codec is PayloadCodec.TENSOR and self.dtype is TensorDType.UINT8
+        given = (self.tensor_scale is not None, self.tensor_offset is not None)
+        if given != (quantized, quantized):
+            raise ProtocolError(
+                "'tensor_scale' and 'tensor_offset' are required for uint8 tensor payloads "
+                "and only for them",
+                reason="bad_value",
+                frame_id=fid,
+            )
+        if self.tensor_scale is not None and self.tensor_scale <= 0:
+            raise ProtocolError(
+                f"field 'tensor_scale': {self.tensor_scale!r} is not > 0",
+                reason="bad_value",
+                frame_id=fid,
             )
 
     @classmethod
