@@ -96,9 +96,16 @@ def dequantize_batch(
 def wire_activation(
     activation: torch.Tensor, dtype: TensorWireDType
 ) -> np.ndarray | QuantizedTensor:
-    """One frame's activation as an edge sends it: uint8 codes, or a float16 array."""
+    """One frame's activation as an edge sends it: uint8 codes, or a float16 array.
+
+    An activation holding NaN or inf has no codes; it goes as float16, which the worker
+    refuses by name (``bad_request``), so the edge keeps its local answer instead of
+    failing the frame here."""
     if dtype == "uint8":
-        return quantize(activation)
+        try:
+            return quantize(activation)
+        except ValueError:
+            pass
     return activation.detach().to(torch.float16).cpu().numpy()
 
 

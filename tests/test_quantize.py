@@ -85,3 +85,12 @@ def test_the_edge_sends_codes_or_float16_as_configured(activations: torch.Tensor
     half = wire_activation(activations[0], "float16")
     assert isinstance(half, np.ndarray)
     assert half.dtype == np.float16
+
+
+def test_an_activation_without_codes_goes_as_float16_for_the_worker_to_refuse() -> None:
+    bad = torch.ones(2, 2, 2)
+    bad[1, 1, 1] = float("inf")
+    sent = wire_activation(bad, "uint8")
+    assert isinstance(sent, np.ndarray)
+    assert sent.dtype == np.float16
+    assert np.isinf(sent).any()
