@@ -27,7 +27,8 @@ from pipeline.errors import ModelError
 from pipeline.inference import Classifier, resolve_device
 from pipeline.models import get_model_spec
 from pipeline.models.flops import macs_per_exit
-from pipeline.quantize import TensorWireDType, wire_activation, wire_bytes_per_element
+from pipeline.protocol import TensorDType
+from pipeline.quantize import TensorWireDType, wire_activation
 
 __all__ = ["REQUEST_OVERHEAD_BYTES", "PartitionedModel"]
 
@@ -74,7 +75,7 @@ class PartitionedModel:
                 SplitPoint(
                     k,
                     self._time_ms(part, example, repeats),
-                    wire_bytes_per_element(self.tensor_dtype) * activation + REQUEST_OVERHEAD_BYTES,
+                    TensorDType(self.tensor_dtype).itemsize * activation + REQUEST_OVERHEAD_BYTES,
                     max(0.0, 1.0 - macs[k - 1] / total),
                 )
             )

@@ -30,7 +30,6 @@ __all__ = [
     "dequantize_batch",
     "quantize",
     "wire_activation",
-    "wire_bytes_per_element",
 ]
 
 LEVELS = 255
@@ -107,7 +106,3 @@ def wire_activation(
         except ValueError:
             pass
     return activation.detach().to(torch.float16).cpu().numpy()
-
-
-def wire_bytes_per_element(dtype: TensorWireDType) -> float:
-    return 1.0 if dtype == "uint8" else 2.0
