@@ -191,4 +191,5 @@ def bridge_broker(
         protocol="5",
         shared_subscriptions=True,
         tls=local is not None,
+        keep_freed_memory=True,
     )

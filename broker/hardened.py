@@ -207,4 +207,5 @@ def hardened_broker(
         protocol="5",
         shared_subscriptions=True,
         tls=True,
+        keep_freed_memory=True,
     )

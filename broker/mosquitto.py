@@ -113,4 +113,5 @@ def mosquitto_broker(
         port=port,
         protocol="5",
         shared_subscriptions=True,
+        keep_freed_memory=True,
     )

@@ -14,6 +14,10 @@ up to ``trim_threshold`` bytes of free heap stay mapped: the process keeps what 
 busiest batch needed, and no more (each heap's free top above that is still returned).
 
 Other C libraries (musl, macOS) have no ``mallopt``; there this is a no-op that says so.
+
+A C child (Mosquitto) gets the same two thresholds through its environment instead:
+:func:`environ_keeping_freed_memory` (glibc reads ``GLIBC_TUNABLES`` at start-up; other
+C libraries ignore it).
 """
 
 from __future__ import annotations
@@ -22,8 +26,14 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+from collections.abc import Mapping
 
-__all__ = ["DEFAULT_MMAP_THRESHOLD", "DEFAULT_TRIM_THRESHOLD", "keep_freed_memory"]
+__all__ = [
+    "DEFAULT_MMAP_THRESHOLD",
+    "DEFAULT_TRIM_THRESHOLD",
+    "environ_keeping_freed_memory",
+    "keep_freed_memory",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,3 +76,19 @@ def keep_freed_memory(
     if not mallopt(_M_TRIM_THRESHOLD, trim_threshold):
         raise ValueError(f"glibc refused a trim threshold of {trim_threshold} bytes")
     return True
+
+
+_MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
+
+
+def environ_keeping_freed_memory(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` plus the ``GLIBC_TUNABLES`` that give a child process the thresholds
+    :func:`keep_freed_memory` sets; a malloc threshold the caller already set there
+    is left as it is (theirs wins), other tunables are kept beside ours."""
+    env = dict(environ)
+    given = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
+    names = {t.partition("=")[0] for t in given}
+    ours = zip(_MALLOC_TUNABLES, (DEFAULT_MMAP_THRESHOLD, DEFAULT_TRIM_THRESHOLD), strict=True)
+    given += [f"{name}={value}" for name, value in ours if name not in names]
+    env["GLIBC_TUNABLES"] = ":".join(given)
+    return env

@@ -79,3 +79,30 @@ def test_the_worker_setting_is_on_by_default_and_can_be_turned_off() -> None:
     assert load_config(env={}).worker.keep_freed_memory is True
     config = load_config(env={}, overrides=["worker.keep_freed_memory=false"])
     assert config.worker.keep_freed_memory is False
+
+
+def test_a_child_environment_gets_both_thresholds_beside_other_tunables() -> None:
+    from pipeline.allocator import (
+        DEFAULT_MMAP_THRESHOLD,
+        DEFAULT_TRIM_THRESHOLD,
+        environ_keeping_freed_memory,
+    )
+
+    env = environ_keeping_freed_memory({"PATH": "/bin", "GLIBC_TUNABLES": "glibc.rtld.nns=8"})
+    assert env["PATH"] == "/bin"
+    assert env["GLIBC_TUNABLES"] == (
+        "glibc.rtld.nns=8"
+        f":glibc.malloc.mmap_threshold={DEFAULT_MMAP_THRESHOLD}"
+        f":glibc.malloc.trim_threshold={DEFAULT_TRIM_THRESHOLD}"
+    )
+    assert environ_keeping_freed_memory({})["GLIBC_TUNABLES"].count("=") == 2
+
+
+def test_a_threshold_the_caller_set_wins() -> None:
+    from pipeline.allocator import environ_keeping_freed_memory
+
+    given = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}
+    tunables = environ_keeping_freed_memory(given)["GLIBC_TUNABLES"].split(":")
+    assert tunables[0] == "glibc.malloc.mmap_threshold=65536"
+    assert [t.partition("=")[0] for t in tunables[1:]] == ["glibc.malloc.trim_threshold"]
+    assert given == {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}  # not mutated
