@@ -2,7 +2,8 @@
 
 Every client gets TCP_NODELAY (paho and aiomqtt leave Nagle on, which costs ~90 ms per
 request/reply on loopback when it meets delayed ACKs), a bounded incoming queue
-(aiomqtt's is unbounded by default), and TLS and credentials from the config.
+(aiomqtt's is unbounded by default), TLS and credentials from the config, and a PUBLISH
+decoder that copies a payload once instead of ~7 times (:mod:`pipeline.paho_publish`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiomqtt
 from aiomqtt import ProtocolVersion, TLSParameters, Will
 
+from pipeline import paho_publish
 from pipeline.config import BrokerConfig
 from pipeline.errors import ProtocolError, TransportError
 
@@ -50,6 +52,7 @@ def make_client(
     max_queued_incoming: int = DEFAULT_INCOMING_QUEUE,
 ) -> aiomqtt.Client:
     """An aiomqtt client for ``broker``; call from inside the running event loop."""
+    paho_publish.install()
     tls_params = None
     if broker.tls:
         tls_params = TLSParameters(

@@ -1,0 +1,120 @@
+"""Reading an incoming PUBLISH without copying its payload again and again.
+
+paho-mqtt 2.x (``paho.mqtt._packet.decode_publish``) peels a PUBLISH apart with
+``struct.unpack(f"!H{n}s", packet)``, which copies everything after the field it reads,
+once per field (topic length, topic, packet id), and ``Properties.unpack`` slices the
+rest of the packet once per property: a 600 KB bundle of split activations was copied
+~7 times before our code saw it. ``.venv/bin/python bench/paho_publish.py`` measures
+both on the same packets (1,247 -> 39 us for 600 KB on the 2-core box; under
+saturated load that was ~34 us of a worker's event loop per split frame).
+
+:func:`install` swaps in :func:`decode_publish`, which reads the same fields at offsets
+in a ``memoryview`` and copies the topic, the properties and the payload once each. It
+returns the same ``PublishPacket``, and raises paho's ``MalformedPacket`` where paho
+does (tests/test_paho_publish.py checks both against paho's own decoder). It installs
+only over the paho release it was checked against: any other release keeps its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+
+import paho.mqtt
+from paho.mqtt import _packet
+from paho.mqtt.enums import MQTTProtocolVersion
+from paho.mqtt.exception import MalformedPacket
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties, VariableByteIntegers
+
+__all__ = [
+    "CHECKED_PAHO_VERSIONS",
+    "decode_publish",
+    "install",
+    "installed",
+    "paho_decode_publish",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKED_PAHO_VERSIONS = frozenset({"2.2.0"})
+"""paho releases whose ``decode_publish`` this one was checked against, field by field."""
+
+_MAX_VBI_BYTES = 4  # a variable byte integer is 1-4 bytes (MQTT 5, 1.5.5)
+
+_paho_decode_publish = _packet.decode_publish
+
+
+def _decode_publish(
+    header: int, packet: bytes | bytearray, protocol: MQTTProtocolVersion
+) -> _packet.PublishPacket:
+    dup = ((header & 0x08) >> 3) != 0
+    qos = (header & 0x06) >> 1
+    retain = (header & 0x01) != 0
+    with memoryview(packet) as view:
+        (topic_len,) = struct.unpack_from("!H", view, 0)
+        pos = 2 + topic_len
+        if pos > len(view):
+            raise struct.error(f"a topic of {topic_len} bytes runs past the packet")
+        topic = bytes(view[2:pos])
+        if protocol != MQTTProtocolVersion.MQTTv5 and topic_len == 0:
+            raise MalformedPacket("topic can't be empty in MQTTv3")
+        mid = 0
+        if qos > 0:
+            (mid,) = struct.unpack_from("!H", view, pos)
+            pos += 2
+        properties = None
+        if protocol == MQTTProtocolVersion.MQTTv5:
+            # Hand Properties.unpack the properties alone: given the whole rest of the
+            # packet, it copies the payload along with every property it strips.
+            props_len, vbi_len = VariableByteIntegers.decode(  # type: ignore[no-untyped-call]
+                bytes(view[pos : pos + _MAX_VBI_BYTES])
+            )
+            end = pos + vbi_len + props_len
+            if end > len(view):
+                raise struct.error(f"properties of {props_len} bytes run past the packet")
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            _, used = properties.unpack(bytes(view[pos:end]))  # type: ignore[no-untyped-call]
+            pos += used
+        payload = bytes(view[pos:])
+    return _packet.PublishPacket(
+        dup=dup,
+        qos=qos,
+        retain=retain,
+        topic=topic,
+        mid=mid,
+        properties=properties,
+        payload=payload,
+    )
+
+
+decode_publish = _packet.convert_exception(_decode_publish)
+"""A drop-in for paho's ``decode_publish``: its errors become ``MalformedPacket`` alike."""
+
+
+def install() -> bool:
+    """Use :func:`decode_publish` for every paho client in this process; True if it is
+    in use, False where this paho release is not one it was checked against."""
+    if _packet.decode_publish is decode_publish:
+        return True
+    if paho.mqtt.__version__ not in CHECKED_PAHO_VERSIONS:
+        logger.info(
+            "paho-mqtt %s: keeping its own PUBLISH decoder (checked: %s)",
+            paho.mqtt.__version__,
+            ", ".join(sorted(CHECKED_PAHO_VERSIONS)),
+        )
+        return False
+    # client.py calls it as _packet.decode_publish, so the module attribute is the seam.
+    _packet.decode_publish = decode_publish
+    return True
+
+
+def installed() -> bool:
+    return _packet.decode_publish is decode_publish
+
+
+def paho_decode_publish(
+    header: int, packet: bytes | bytearray, protocol: MQTTProtocolVersion
+) -> _packet.PublishPacket:
+    """paho's own decoder, whether or not :func:`install` ran (for tests and the bench)."""
+    return _paho_decode_publish(header, packet, protocol)
