@@ -21,6 +21,7 @@ import msgpack
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol._checks import safe_id
+from pipeline.protocol._fastpath import FastDecoder, build_fast_decoder
 
 SCHEMA_VERSION = 1
 """Wire schema version; bumped on any incompatible change to any envelope."""
@@ -306,6 +307,16 @@ def decode_as(cls: type[E], obj: Mapping[str, object]) -> E:
             reason="wrong_message_type",
             frame_id=_frame_id(obj),
         )
+    fast = _fast_decoder(cls)
+    if fast is not None and (message := fast(obj)) is not None:
+        return typing.cast(E, message)
+    return _decode_checked(cls, obj)
+
+
+def _decode_checked(cls: type[E], obj: Mapping[str, object]) -> E:
+    """:func:`decode_as` field by field: the precise error, or a value converted to its
+    declared type (an int where a float is declared)."""
+    kind = message_type(obj)
     keys = obj.keys()
     unknown = [] if keys <= _allowed_keys(cls) else sorted(keys - _allowed_keys(cls))
     if unknown:
@@ -333,6 +344,18 @@ def decode_as(cls: type[E], obj: Mapping[str, object]) -> E:
         exc.frame_id = _frame_id(obj)
         raise
     return cls(**kwargs)
+
+
+@functools.cache
+def _fast_decoder(cls: type) -> FastDecoder | None:
+    return build_fast_decoder(
+        cls,
+        _field_types(cls),
+        _required_fields(cls),
+        envelope_keys=len((_VERSION_KEY, _TYPE_KEY)),
+        max_str_chars=MAX_STR_CHARS,
+        max_array_items=MAX_ARRAY_ITEMS,
+    )
 
 
 def _frame_id(obj: Mapping[str, object]) -> str | None:

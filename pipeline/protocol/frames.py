@@ -36,7 +36,10 @@ class PayloadCodec(enum.StrEnum):
 
     @property
     def is_jpeg(self) -> bool:
-        return self in (PayloadCodec.JPEG, PayloadCodec.JPEG_ABBREV)
+        return self in _JPEG_CODECS
+
+
+_JPEG_CODECS = frozenset({PayloadCodec.JPEG, PayloadCodec.JPEG_ABBREV})
 
 
 class TensorDType(enum.StrEnum):
@@ -46,7 +49,10 @@ class TensorDType(enum.StrEnum):
 
     @property
     def itemsize(self) -> int:
-        return {"uint8": 1, "float16": 2, "float32": 4}[self.value]
+        return _ITEMSIZES[self.value]
+
+
+_ITEMSIZES = {"uint8": 1, "float16": 2, "float32": 4}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,9 +103,8 @@ class FrameRequest(_wire.WireMessage):
                 reason="oversize",
                 frame_id=fid,
             )
-        if not 1 <= len(self.shape) <= MAX_DIMS or not all(
-            1 <= d <= MAX_DIM_SIZE for d in self.shape
-        ):
+        shape = self.shape  # decoded as ints; min/max keep the check in C (hot path)
+        if not 1 <= len(shape) <= MAX_DIMS or min(shape) < 1 or max(shape) > MAX_DIM_SIZE:
             raise ProtocolError(
                 f"field 'shape': {self.shape!r} needs 1-{MAX_DIMS} dims of 1-{MAX_DIM_SIZE}",
                 reason="bad_shape",

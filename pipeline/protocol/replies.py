@@ -50,27 +50,32 @@ class Result(_wire.WireMessage):
                 reason="bad_value",
                 frame_id=fid,
             )
-        for score in self.topk_scores:
-            check_range(score, "topk_scores[]", 0.0, 1.0, fid)
+        # min/max first: every reply passes through here, and they run in C.
+        if min(self.topk_scores) < 0.0 or max(self.topk_scores) > 1.0:
+            for score in self.topk_scores:
+                check_range(score, "topk_scores[]", 0.0, 1.0, fid)
         # Class indices: a label that no model could produce (negative, or past what an
         # edge's SQLite ledger stores) is a malformed reply, refused here at the wire.
-        for label in (self.label, *self.topk_labels):
-            if not 0 <= label <= MAX_LABEL:
-                raise ProtocolError(
-                    f"label {label} is not a class index (0..{MAX_LABEL})",
-                    reason="bad_value",
-                    frame_id=fid,
-                )
+        labels = self.topk_labels
+        if not 0 <= self.label <= MAX_LABEL or min(labels) < 0 or max(labels) > MAX_LABEL:
+            for label in (self.label, *labels):
+                if not 0 <= label <= MAX_LABEL:
+                    raise ProtocolError(
+                        f"label {label} is not a class index (0..{MAX_LABEL})",
+                        reason="bad_value",
+                        frame_id=fid,
+                    )
         if self.batch_size < 1:
             raise ProtocolError("'batch_size' must be >= 1", reason="bad_value", frame_id=fid)
-        check_non_negative(
-            {
-                "queue_ms": self.queue_ms,
-                "decode_ms": self.decode_ms,
-                "inference_ms": self.inference_ms,
-            },
-            fid,
-        )
+        if self.queue_ms < 0 or self.decode_ms < 0 or self.inference_ms < 0:
+            check_non_negative(
+                {
+                    "queue_ms": self.queue_ms,
+                    "decode_ms": self.decode_ms,
+                    "inference_ms": self.inference_ms,
+                },
+                fid,
+            )
 
     @property
     def confidence(self) -> float:
