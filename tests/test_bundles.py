@@ -31,6 +31,7 @@ from pipeline.protocol import (
     decode_frames,
     decode_replies,
 )
+from pipeline.protocol.replies import MAX_REPLY_BYTES
 from pipeline.training.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist
 from tests._helpers import client, running_worker
 
@@ -89,6 +90,20 @@ def test_bundles_hold_one_to_the_limit_of_members(count: int) -> None:
     )
     with pytest.raises(ProtocolError):
         decode_frames(forged)
+
+
+@pytest.mark.parametrize("count", [1, 15, 16, 256])
+@pytest.mark.parametrize("size", [1, 255, 256, 65_535, 65_536])
+def test_bundles_encode_byte_for_byte_as_messagepack_does(count: int, size: int) -> None:
+    # to_bytes joins the members behind hand-written headers; the general encoder is
+    # the reference, across each header's size boundaries.
+    members = tuple(bytes([i % 251]) * size for i in range(count))
+    for bundle in (
+        FrameBundle(edge_id="cam-1", frames=members),
+        ReplyBundle(replies=members) if size <= MAX_REPLY_BYTES else None,
+    ):
+        if bundle is not None:
+            assert bundle.to_bytes() == _wire.encode(bundle)
 
 
 def test_reply_bundles_decode_member_by_member() -> None:

@@ -245,14 +245,19 @@ def encode(message: Envelope) -> bytes:
     An optional field at its default (None) is left out: the decoder reads a missing
     one as None, and a field added later to the schema reaches an older receiver only
     in the messages that use it (which it refuses by name), never in every message."""
+    packed = msgpack.packb(message_body(message), use_bin_type=True)
+    assert isinstance(packed, bytes)
+    return packed
+
+
+def message_body(message: Envelope) -> dict[str, object]:
+    """The map :func:`encode` packs: version and type keys, then the fields."""
     body: dict[str, object] = {_VERSION_KEY: SCHEMA_VERSION, _TYPE_KEY: message.MESSAGE_TYPE}
     for name, optional in _field_names(type(message)):
         value = getattr(message, name)
         if value is not None or not optional:
             body[name] = value
-    packed = msgpack.packb(body, use_bin_type=True)
-    assert isinstance(packed, bytes)
-    return packed
+    return body
 
 
 def unpack_map(data: bytes | bytearray | memoryview, *, max_bytes: int) -> dict[str, object]:

@@ -16,8 +16,11 @@ bundle answers with one, so an edge that never bundles never sees one.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import ClassVar
+
+import msgpack
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol import _wire
@@ -36,6 +39,45 @@ __all__ = [
 
 MAX_BUNDLE_FRAMES = 256
 """Most members in one bundle; a worker's batch is smaller, so more buys nothing."""
+
+
+def _pack_with_members(message: _wire.Envelope, field: str) -> bytes:
+    """``message.to_bytes()``, byte for byte, with its members copied once.
+
+    MessagePack's packer copies each member into a buffer it grows by reallocation and
+    then copies the whole buffer out: for a bundle of 16 split activations (~600 KB)
+    that was 125-136 us of a saturated edge's loop per message (40 us alone). Here the
+    other fields are packed as usual and the members joined behind their headers."""
+    body = _wire.message_body(message)
+    if next(reversed(body)) != field or len(body) > 15:  # a fixmap holds up to 15
+        return _wire.encode(message)  # members not last, or many fields: the general way
+    members = body.pop(field)
+    assert isinstance(members, tuple)
+    head = msgpack.packb(body, use_bin_type=True)
+    assert isinstance(head, bytes)
+    parts = [
+        bytes((0x80 | (len(body) + 1),)),
+        head[1:],
+        msgpack.packb(field),
+        _array_header(len(members)),
+    ]
+    for member in members:
+        parts += (_bin_header(len(member)), member)
+    return b"".join(parts)
+
+
+def _array_header(count: int) -> bytes:
+    if count <= 15:  # a fixarray
+        return bytes((0x90 | count,))
+    return b"\xdc" + struct.pack(">H", count)  # MAX_BUNDLE_FRAMES fits 16 bits
+
+
+def _bin_header(size: int) -> bytes:
+    if size <= 0xFF:
+        return b"\xc4" + struct.pack(">B", size)
+    if size <= 0xFFFF:
+        return b"\xc5" + struct.pack(">H", size)
+    return b"\xc6" + struct.pack(">I", size)
 
 
 def _check_members(members: tuple[bytes, ...], what: str) -> None:
@@ -60,6 +102,9 @@ class FrameBundle(_wire.WireMessage):
         check_id(self.edge_id, "edge_id")
         _check_members(self.frames, "frame")
 
+    def to_bytes(self) -> bytes:
+        return _pack_with_members(self, "frames")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReplyBundle(_wire.WireMessage):
@@ -78,6 +123,9 @@ class ReplyBundle(_wire.WireMessage):
                     f"a bundled reply of {len(member)} bytes exceeds {MAX_REPLY_BYTES}",
                     reason="oversize",
                 )
+
+    def to_bytes(self) -> bytes:
+        return _pack_with_members(self, "replies")
 
 
 def decode_replies(
