@@ -68,8 +68,8 @@ class BrokerProcess:
     ``keep_freed_memory`` starts the child with glibc's malloc thresholds raised (see
     :mod:`pipeline.allocator`). Mosquitto mallocs a buffer per packet; a bundle of frames
     is over glibc's 128 KiB mmap threshold, so by default each one is a fresh ``mmap``
-    whose pages fault in one by one: 13-20 faults and 34 -> 66-84 us of Mosquitto CPU per
-    split frame in the saturated bench, against 28-34 us and no faults with them.
+    whose pages fault in one by one: 13-20 faults and 56-80 us of Mosquitto CPU per split
+    frame at saturation, against none and 26-34 us with them (bench/pipeline_threads.py).
     """
 
     def __init__(
