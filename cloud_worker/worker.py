@@ -46,6 +46,7 @@ from pipeline.allocator import keep_freed_memory
 from pipeline.config import Config
 from pipeline.cpus import parse_cpus, pin_process
 from pipeline.errors import ProtocolError, TransportError
+from pipeline.heap import freeze_heap
 from pipeline.inference import Classifier
 from pipeline.looplag import watch_loop_lag
 from pipeline.mqtt import (
@@ -125,6 +126,10 @@ class CloudWorker:
                 )
             )
         classifier = self._classifier
+        if self._cfg.freeze_heap:
+            # Before serving: the collection it runs first is the pause it saves later.
+            frozen = freeze_heap()
+            logger.debug("worker %s: froze %d start-up objects", self.worker_id, frozen)
         if self._cfg.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self._cfg.metrics_port, self._cfg.metrics_addr)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.worker_id}-infer")

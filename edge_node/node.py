@@ -61,6 +61,7 @@ from edge_node.thresholds import adaptive_threshold
 from pipeline.codecs import Image, encode_jpeg
 from pipeline.config import Config
 from pipeline.errors import BrokerError, CodecError, ModelError, ProtocolError
+from pipeline.heap import freeze_heap
 from pipeline.looplag import watch_loop_lag
 from pipeline.mqtt import backoff_delays, make_client, payload_bytes
 from pipeline.protocol import (
@@ -156,6 +157,10 @@ class EdgeNode:
         wrong address is a clear error; after that, outages are ridden out locally.
         """
         await self._load_local_model()
+        if self._cfg.freeze_heap:
+            # Before capturing: the collection it runs first is the pause it saves later.
+            frozen = freeze_heap()
+            logger.debug("edge %s: froze %d start-up objects", self.edge_id, frozen)
         if self._cfg.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self._cfg.metrics_port, self._cfg.metrics_addr)
         connected = asyncio.Event()

@@ -187,6 +187,9 @@ class EdgeConfig:
     motion_threshold: float | None = None  # changed-pixel fraction; None = no gate
     motion_mask: str | None = None  # image file or "x,y;x,y;x,y" polygons (0..1)
     status_interval_s: float = 1.0
+    # Once the local model is loaded, freeze the objects alive then (pipeline/heap.py),
+    # so a full garbage collection no longer stops the loop to rescan them.
+    freeze_heap: bool = True
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
     homeassistant: bool = False  # publish Home Assistant MQTT discovery + JSON state
@@ -326,6 +329,9 @@ class WorkerConfig:
     # Keep freed memory in the process (glibc; pipeline/allocator.py), so each batch
     # reuses the last one's pages instead of faulting in zeroed ones from the kernel.
     keep_freed_memory: bool = True
+    # Once the model is loaded, freeze the objects alive then (pipeline/heap.py), so a
+    # full garbage collection no longer stops the loop for ~150 ms to rescan them.
+    freeze_heap: bool = True
     # Prometheus endpoint: None = off, 0 = any free port. Loopback by default; set
     # metrics_addr = "0.0.0.0" for a scraper on another host.
     metrics_port: int | None = None

@@ -46,6 +46,7 @@ from pipeline.allocator import keep_freed_memory
 from pipeline.codecs import decode_jpeg
 from pipeline.cpus import cpu_shares, format_cpus, parse_cpus, pin_process
 from pipeline.errors import CodecError
+from pipeline.heap import freeze_heap
 from pipeline.inference import Classifier, Prediction
 from pipeline.quantize import QuantizedTensor
 
@@ -158,6 +159,7 @@ async def _serve(model: str, cpus: frozenset[int] | None, threads: int | None) -
             await task  # raises what failed at startup
             return
         await asyncio.sleep(0.05)
+    freeze_heap()  # as the workers do once their model is loaded: the same GC pauses
     port = server.servers[0].sockets[0].getsockname()[1]
     sys.stdout.write(f"{PORT_LINE}{port}\n")  # the parent reads the port from here
     sys.stdout.flush()
