@@ -252,6 +252,37 @@ async def _a_bundle_is_kept_under_its_byte_limit(config: Config) -> None:
     await sender.close()
 
 
+def test_32_split_activations_leave_as_one_bundle_by_default(config: Config) -> None:
+    asyncio.run(_32_split_activations_leave_as_one_bundle_by_default(config))
+
+
+async def _32_split_activations_leave_as_one_bundle_by_default(config: Config) -> None:
+    # The largest split payload the edge sends: float16 at split 1, 48x28x28.
+    split = _raw("f")
+    requests = [
+        dataclasses.replace(
+            split,
+            frame_id=f"f{i}",
+            codec=PayloadCodec.TENSOR,
+            shape=(48, 28, 28),
+            dtype=TensorDType.FLOAT16,
+            payload=bytes(48 * 28 * 28 * 2),
+            split_stage=1,
+        )
+        for i in range(33)
+    ]
+    sender = _sender(config, max_publishes=1)
+    async with client(config) as edge:
+
+        async def burst() -> None:
+            await asyncio.gather(*(sender.send(edge, r.frame_id, r.to_bytes()) for r in requests))
+
+        messages = await _collect(config, len(requests), burst)
+    # 32 frames (2.4 MB) leave together; the frame limit, not the byte limit, splits.
+    assert sorted(len(decode_frames(m).requests) for m in messages) == [1, 32]
+    await sender.close()
+
+
 # --------------------------------------------------------------------------- worker
 
 needs_fmnist = pytest.mark.skipif(
