@@ -7,7 +7,14 @@ flight, bundled. Each round sends ``--frames`` frames; a thread is listed when i
 at least 10 ms in the round. /proc counts in clock ticks (10 ms here), so a figure is
 good to ~2 us per frame at 5,000 frames.
 
-    .venv/bin/python bench/pipeline_threads.py [--payload split] [--rounds 3]
+With ``--ceiling`` each round first times the model alone in the same layout (2
+processes, one pinned per core, batch 32: the bench's pinned ceiling) and then splits
+what the pipeline lost against it, as shares of the model-alone CPU per frame: the
+inference threads' excess over the model alone, everything outside the model, and the
+cores' idle time (2 cores x elapsed, less every thread's CPU). The three add up to
+ceiling / pipeline - 1.
+
+    .venv/bin/python bench/pipeline_threads.py [--payload split] [--rounds 3] [--ceiling]
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from camoffload.perf.ceiling import model_alone_fps_in_processes
 from camoffload.perf.cpu import CpuMeter
 from camoffload.perf.mqtt_load import drive_pipeline
 from camoffload.perf.run import BenchSettings, _broker, _group
@@ -73,7 +81,39 @@ class ThreadMeter(CpuMeter):
         return rows
 
 
-async def _run(payload: str, rounds: int, frames: int) -> None:
+def _inference_threads(rows: list[tuple[str, str, float, float]], workers: set[str]) -> set[int]:
+    """Indexes of the rows of each worker's busiest thread other than its event loop:
+    its inference thread."""
+    busiest: dict[str, int] = {}
+    for index, (process, thread, per_frame_us, _) in enumerate(rows):
+        if process not in workers or thread.startswith("main:"):
+            continue
+        if process not in busiest or per_frame_us > rows[busiest[process]][2]:
+            busiest[process] = index
+    return set(busiest.values())
+
+
+def _losses(
+    rows: list[tuple[str, str, float, float]], workers: set[str], fps: float, alone_fps: float
+) -> str:
+    """The pipeline's shortfall against the model alone, split three ways (module doc)."""
+    cores = 2
+    alone_us = cores * 1e6 / alone_fps  # core-time per frame of the model alone
+    capacity_us = cores * 1e6 / fps  # core-time per frame the pipeline had
+    inference = _inference_threads(rows, workers)
+    inference_us = sum(rows[i][2] for i in inference)
+    outside_us = sum(row[2] for i, row in enumerate(rows) if i not in inference)
+    idle_us = capacity_us - inference_us - outside_us
+    return (
+        f"model alone {alone_fps:.0f} frames/s ({alone_us:.0f} us per frame), pipeline "
+        f"{fps:.0f} = {fps / alone_fps:.2f} of it; lost, as shares of the model alone: "
+        f"inference threads {(inference_us - alone_us) / alone_us:+.1%} "
+        f"({inference_us:.0f} us), outside the model {outside_us / alone_us:+.1%} "
+        f"({outside_us:.0f} us), idle {idle_us / alone_us:+.1%} ({idle_us:.0f} us)"
+    )
+
+
+async def _run(payload: str, rounds: int, frames: int, *, ceiling: bool) -> None:
     settings = BenchSettings(payloads=(payload,), workers=(2,), frames=frames)  # type: ignore[arg-type]
     classifier = Classifier.by_name(settings.model, "cpu")
     workload = make_workload(payload, classifier, frames)  # type: ignore[arg-type]
@@ -86,12 +126,19 @@ async def _run(payload: str, rounds: int, frames: int) -> None:
             await drive_pipeline(group.config, warm, window=settings.window)
             pids = {**group.processes.pids, "mosquitto": broker_pid, "edge": os.getpid()}
             for index in range(rounds):
+                alone_fps = 0.0
+                if ceiling:
+                    alone_fps = await asyncio.to_thread(
+                        model_alone_fps_in_processes, settings.model, workload.kind,
+                        settings.max_batch, processes=2, threads=1, seconds=4.0, pin=True,
+                    )  # fmt: skip
                 meter = ThreadMeter(pids)
                 result = await drive_pipeline(
                     group.config, workload, window=settings.window, meter=meter
                 )
+                batch = result.mean([float(b) for b in result.batch_sizes])
                 print(f"\nround {index + 1}: {result.fps:.0f} frames/s, mean batch "
-                      f"{result.mean(result.batch_sizes):.1f}, {result.errors} errors")  # fmt: skip
+                      f"{batch:.1f}, {result.errors} errors")  # fmt: skip
                 print("| process | thread | CPU us per frame | minor faults per frame |")
                 print("|---|---|---:|---:|")
                 rows = meter.rows(len(workload.payloads))
@@ -99,6 +146,9 @@ async def _run(payload: str, rounds: int, frames: int) -> None:
                     print(f"| {process} | {thread} | {per_frame_us:.0f} | {faults:.1f} |")
                 total = sum(row[2] for row in rows)
                 print(f"total {total:.0f} us per frame = {2e6 / total:.0f} frames/s on 2 cores")
+                if ceiling:
+                    workers = set(group.processes.pids)
+                    print(_losses(rows, workers, result.fps, alone_fps))
         finally:
             await group.processes.stop()
 
@@ -108,8 +158,11 @@ def main() -> None:
     parser.add_argument("--payload", choices=PAYLOADS, default="split")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frames", type=int, default=5000)
+    parser.add_argument(
+        "--ceiling", action="store_true", help="time the model alone before each round"
+    )
     args = parser.parse_args()
-    asyncio.run(_run(args.payload, args.rounds, args.frames))
+    asyncio.run(_run(args.payload, args.rounds, args.frames, ceiling=args.ceiling))
 
 
 if __name__ == "__main__":
