@@ -3,18 +3,21 @@ where the two cores go outside the model (Linux: read from /proc/PID/task/TID/st
 
 The same layout as the bench's saturated row: Mosquitto, 2 worker processes pinned
 one per core, the edge's sender and reply router in this process, 256 frames in
-flight, bundled. Each round sends ``--frames`` frames; a thread is listed when it used
-at least 10 ms in the round. /proc counts in clock ticks (10 ms here), so a figure is
-good to ~2 us per frame at 5,000 frames.
+flight (``--window``), bundled. Each round sends ``--frames`` frames; a thread is
+listed when it used at least 10 ms in the round, and the last line of a round says
+where the machine's CPU time went (``/proc/stat``: idle, and steal by the hypervisor).
+/proc counts in clock ticks (10 ms here), so a figure is good to ~2 us per frame at
+5,000 frames.
 
 With ``--ceiling`` each round first times the model alone in the same layout (2
 processes, one pinned per core, batch 32: the bench's pinned ceiling) and then splits
 what the pipeline lost against it, as shares of the model-alone CPU per frame: the
 inference threads' excess over the model alone, everything outside the model, and the
-cores' idle time (2 cores x elapsed, less every thread's CPU). The three add up to
-ceiling / pipeline - 1.
+cores' idle time with anything unlisted (2 cores x elapsed, less every listed thread's
+CPU). The three add up to ceiling / pipeline - 1.
 
     .venv/bin/python bench/pipeline_threads.py [--payload split] [--rounds 3] [--ceiling]
+        [--window 256] [--frames 5000]
 """
 
 from __future__ import annotations
@@ -54,6 +57,15 @@ def _threads(pid: int) -> dict[str, tuple[float, int]]:
     return out
 
 
+# proc(5): the first eight time fields of the "cpu" line (guest time is inside user).
+_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def _cores_ticks() -> list[int]:
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    return [int(value) for value in fields[: len(_STAT_FIELDS)]]
+
+
 class ThreadMeter(CpuMeter):
     """Per-thread CPU and faults of named processes between start and stop."""
 
@@ -65,10 +77,21 @@ class ThreadMeter(CpuMeter):
 
     def start(self) -> None:
         self.before = {name: _threads(pid) for name, pid in self.pids.items()}
+        self.cores_before = _cores_ticks()
 
     def stop(self) -> dict[str, float]:
         self.after = {name: _threads(pid) for name, pid in self.pids.items()}
+        self.cores_after = _cores_ticks()
         return {}
+
+    def cores(self) -> str:
+        """Where the machine's CPU time went in the round, from /proc/stat."""
+        spent = [b - a for a, b in zip(self.cores_before, self.cores_after, strict=True)]
+        total = sum(spent) or 1
+        shares = (
+            f"{name} {ticks / total:.1%}" for name, ticks in zip(_STAT_FIELDS, spent, strict=True)
+        )
+        return "cores (/proc/stat): " + ", ".join(shares)
 
     def rows(self, frames: int) -> list[tuple[str, str, float, float]]:
         rows = []
@@ -113,8 +136,8 @@ def _losses(
     )
 
 
-async def _run(payload: str, rounds: int, frames: int, *, ceiling: bool) -> None:
-    settings = BenchSettings(payloads=(payload,), workers=(2,), frames=frames)  # type: ignore[arg-type]
+async def _run(payload: str, rounds: int, frames: int, *, window: int, ceiling: bool) -> None:
+    settings = BenchSettings(payloads=(payload,), workers=(2,), frames=frames, window=window)  # type: ignore[arg-type]
     classifier = Classifier.by_name(settings.model, "cpu")
     workload = make_workload(payload, classifier, frames)  # type: ignore[arg-type]
     del classifier
@@ -149,6 +172,7 @@ async def _run(payload: str, rounds: int, frames: int, *, ceiling: bool) -> None
                 if ceiling:
                     workers = set(group.processes.pids)
                     print(_losses(rows, workers, result.fps, alone_fps))
+                print(meter.cores())
         finally:
             await group.processes.stop()
 
@@ -158,11 +182,14 @@ def main() -> None:
     parser.add_argument("--payload", choices=PAYLOADS, default="split")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frames", type=int, default=5000)
+    parser.add_argument("--window", type=int, default=256, help="frames in flight")
     parser.add_argument(
         "--ceiling", action="store_true", help="time the model alone before each round"
     )
     args = parser.parse_args()
-    asyncio.run(_run(args.payload, args.rounds, args.frames, ceiling=args.ceiling))
+    asyncio.run(
+        _run(args.payload, args.rounds, args.frames, window=args.window, ceiling=args.ceiling)
+    )
 
 
 if __name__ == "__main__":
