@@ -74,6 +74,8 @@ class ThreadMeter(CpuMeter):
         self.pids = pids
         self.before: dict[str, dict[str, tuple[float, int]]] = {}
         self.after: dict[str, dict[str, tuple[float, int]]] = {}
+        self.cores_before: list[int] = []
+        self.cores_after: list[int] = []
 
     def start(self) -> None:
         self.before = {name: _threads(pid) for name, pid in self.pids.items()}
