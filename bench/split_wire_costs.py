@@ -8,11 +8,12 @@ anyone builds it:
 * decoding one bundle member: our validated ``FrameRequest.from_bytes`` against plain
   MessagePack, and against msgspec's typed decoder when msgspec is importable (it is
   not a dependency: ``pip install --target DIR msgspec`` and ``PYTHONPATH=DIR``);
-* the reply path: building a ``Result``, encoding it, bundling 32, decoding the bundle;
 * smaller payloads: the codes' zero share, a zero bitmask plus the non-zero codes, and
   zlib at level 1, with what each costs to encode and decode;
 * the kernel's share: 1.2 MB (a 32-frame bundle) through loopback TCP and through a
   Unix socket, sender and receiver CPU from ``os.times`` in two processes.
+
+The reply path does not depend on the payload: ``bench/wire.py`` times it.
 
     .venv/bin/python bench/split_wire_costs.py [--repeat 300]
 """
@@ -35,7 +36,7 @@ import numpy as np
 
 from camoffload.perf.workload import make_workload
 from pipeline.inference import Classifier
-from pipeline.protocol import FrameRequest, ReplyBundle, Result, decode_replies
+from pipeline.protocol import FrameRequest
 from pipeline.quantize import QuantizedTensor
 
 BUNDLE = 32
@@ -89,31 +90,6 @@ def _decode_rows(members: list[bytes], repeat: int) -> None:
         print(f"| {name} | {cost:.1f} |")
     if decode is None:
         print("| msgspec typed decoder | (msgspec not importable) |")
-
-
-def _result(index: int) -> Result:
-    return Result(
-        frame_id=f"abcd1234-{index}", worker_id="bench2-w1", label=3,
-        topk_labels=(3, 1, 4, 0, 2), topk_scores=(0.9, 0.05, 0.02, 0.02, 0.01),
-        model="fmnist_exit_resnet", model_version="abc123", queue_ms=12.5, decode_ms=0.1,
-        inference_ms=45.2, batch_size=BUNDLE,
-    )  # fmt: skip
-
-
-def _reply_rows(repeat: int) -> None:
-    results = [_result(i) for i in range(BUNDLE)]
-    members = tuple(r.to_bytes() for r in results)
-    bundle = ReplyBundle(replies=members).to_bytes()
-    print("\n| the reply path, 32 results a bundle | us per frame |")
-    print("|---|---:|")
-    rows = (
-        ("build a Result (worker, inference thread)", lambda: [_result(i) for i in range(BUNDLE)]),
-        ("Result.to_bytes (worker)", lambda: [r.to_bytes() for r in results]),
-        ("ReplyBundle.to_bytes (worker)", lambda: ReplyBundle(replies=members).to_bytes()),
-        ("decode_replies of the bundle (edge)", lambda: decode_replies(bundle)),
-    )
-    for name, action in rows:
-        print(f"| {name} | {_us(action, repeat, BUNDLE):.1f} |")
 
 
 def _payload_rows(codes: np.ndarray, repeat: int) -> None:
@@ -215,7 +191,6 @@ def main() -> None:
     assert isinstance(first, QuantizedTensor)
     print(f"# split frames of fmnist_exit_resnet, {len(members[0]):,} bytes per request\n")
     _decode_rows(members, args.repeat)
-    _reply_rows(args.repeat)
     _payload_rows(np.asarray(first.codes), args.repeat)
     _socket_rows(sum(len(m) for m in members))
 

@@ -10,6 +10,7 @@ split activations encoded by ``FrameBundle.to_bytes`` against MessagePack's own 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 import timeit
 
@@ -64,6 +65,10 @@ def main() -> None:
         ),
         "decode_frames (one frame)": (lambda: decode_frames(frame), 1),
         "decode_frames (bundle of 32), per frame": (lambda: decode_frames(frames), 32),
+        "Result built (validated, as a worker builds each)": (
+            lambda: dataclasses.replace(result),
+            1,
+        ),
         "Result.to_bytes": (result.to_bytes, 1),
         "decode_replies (one reply)": (lambda: decode_replies(reply), 1),
         "decode_replies (bundle of 32), per reply": (lambda: decode_replies(replies), 32),
