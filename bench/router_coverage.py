@@ -1,7 +1,7 @@
 """Hybrid models: accuracy at 90/80/70% coverage for max-softmax, entropy and the router.
 
     .venv/bin/python bench/router_coverage.py [--model fmnist_exit_resnet] [--split 1]
-        [--router models/fmnist_exit_resnet.router.pt] [--seeds 5] [--boot 500]
+        [--router pipeline/models/shipped/fmnist_exit_resnet.router.pt] [--seeds 5] [--boot 500]
 
 Offline, on the whole Fashion-MNIST test split: exit ``split``'s and the final exit's
 outputs are computed once (cached, see pipeline/training/router.py). Coverage is the

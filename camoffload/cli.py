@@ -145,7 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="broker + worker + edge replaying a video, then a summary")
     _common(p)
-    p.add_argument("source", nargs="?", default=None, help="default: OpenCV's vtest.avi")
+    p.add_argument(
+        "source",
+        nargs="?",
+        default=None,
+        help="default: the shipped clip (150 frames of OpenCV's vtest.avi)",
+    )
     p.add_argument("--frames", type=int, default=50, help="frames to replay (default 50)")
     p.add_argument(
         "--broker-kind",
@@ -258,9 +263,11 @@ def _cmd_edge(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
-    from camoffload.demo import default_video, run_demo
+    from camoffload.demo import SAMPLE_CLIP, default_video, run_demo
 
     source = args.source or str(default_video())
+    # The shipped clip by name: its path says only where pip put the package.
+    shown = args.source or f"{SAMPLE_CLIP} (shipped sample)"
 
     async def main(stop: asyncio.Event) -> int:
         outcome = await run_demo(
@@ -271,7 +278,7 @@ def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
             broker_kind=args.broker_kind,
             stop=stop,
         )
-        title = f"camoffload demo: {outcome.source} via {outcome.broker}, model {outcome.model}"
+        title = f"camoffload demo: {shown} via {outcome.broker}, model {outcome.model}"
         print(format_summary(outcome.summary, title=title), flush=True)
         return 0
 

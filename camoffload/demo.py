@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from broker import BrokerKind, BrokerProcess, local_broker
@@ -15,27 +16,28 @@ from pipeline.config import Config
 from pipeline.errors import CamoffloadError, SourceError
 from pipeline.tasks import cancel_and_wait
 
-__all__ = ["DemoOutcome", "default_video", "run_demo"]
+__all__ = ["SAMPLE_CLIP", "DemoOutcome", "default_video", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
-_VIDEO_CANDIDATES = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vtest.avi",
-    Path.cwd().parent / "shared" / "data" / "vtest.avi",
-    Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi"),
-)
+SAMPLE_CLIP = "vtest_clip.avi"
+"""The first 150 frames of OpenCV's ``vtest.avi``, re-encoded (scripts/make_demo_clip.py)."""
 
 
 def default_video() -> Path:
-    """OpenCV's sample surveillance clip, from ../shared or Debian's opencv-doc."""
-    for candidate in _VIDEO_CANDIDATES:
-        if candidate.is_file():
-            return candidate
-    raise SourceError(
-        "no default video found (looked for "
-        + ", ".join(str(c) for c in _VIDEO_CANDIDATES)
-        + "); pass a video file, image folder or camera index"
-    )
+    """The demo's clip, shipped inside the package (``camoffload/data/``).
+
+    Package data only: the product never looks beside the checkout or in a system
+    folder for its defaults. The full 795-frame ``vtest.avi`` is an ordinary source to
+    pass by path.
+    """
+    clip = Path(str(resources.files("camoffload") / "data" / SAMPLE_CLIP))
+    if not clip.is_file():
+        raise SourceError(
+            f"the demo's clip is missing from the installed package ({clip}); reinstall "
+            "camoffload, or pass a video file, image folder or camera index"
+        )
+    return clip
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import shlex
 import sys
 import tomllib
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from camoffload.lifecycle import run_with_signals
+from pipeline.errors import ConfigError
 
 __all__ = ["add_eval_command", "run_eval_command"]
 
@@ -45,15 +47,28 @@ def add_eval_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
+def _require_eval_extra() -> None:
+    """Fail before a long run, not after it: the report needs the ``eval`` extra."""
+    missing = [name for name in ("matplotlib", "scipy") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"camoffload eval writes its report with {' and '.join(missing)}, which are not "
+            "installed: pip install 'camoffload[eval]' (bootstrap.sh --dev installs it)"
+        )
+
+
 def run_eval_command(args: argparse.Namespace, argv: list[str]) -> int:
-    from camoffload.eval.report import publish, render_report
     from camoffload.eval.suite import builtin_suites, load_suite
 
     if args.list:
+        # Listing needs only the suites, not the plotting stack of the eval extra.
         for name, text in sorted(builtin_suites().items()):
             title = tomllib.loads(text).get("title", "")
             print(f"{name:16} {title}")
         return 0
+    _require_eval_extra()
+    from camoffload.eval.report import publish, render_report
+
     if args.report is not None:
         folder = args.report
     else:

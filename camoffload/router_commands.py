@@ -1,6 +1,7 @@
 """``camoffload train-router``: the hybrid-models router for an early-exit network's exit.
 
-Writes ``models/<model>.router.pt`` and ``models/<model>.router.json`` (or ``--out``),
+Writes ``<model>.router.pt`` and ``<model>.router.json`` into the models folder
+(``pipeline/models/shipped/``, or ``$CAMOFFLOAD_MODELS_DIR``; or ``--out``),
 then prints the validation accuracy at 90/80/70% coverage of the router beside the
 max-softmax and entropy thresholds and the oracle. See docs/router.md.
 """
@@ -26,7 +27,10 @@ def add_router_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--hidden", type=int, default=32, help="hidden units")
     p.add_argument(
-        "--out", type=Path, default=None, help="the .router.pt to write (default: models/)"
+        "--out",
+        type=Path,
+        default=None,
+        help="the .router.pt to write (default: the models folder)",
     )
     p.add_argument(
         "--no-cache",

@@ -256,7 +256,7 @@ def make_policy(
 
 def policy_from_config(cfg: EdgeConfig) -> OffloadPolicy:
     """``edge.policy`` with its settings (the router from ``edge.router``, by default
-    ``models/<local_model>.router.pt``)."""
+    ``pipeline/models/shipped/<local_model>.router.pt``)."""
     return make_policy(
         cfg.policy,
         confidence_threshold=cfg.confidence_threshold,

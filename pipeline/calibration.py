@@ -8,7 +8,7 @@ images), the Gompertz curve fitted to the Pareto-optimal points, and the same pe
 of local confidence (the cloud is less accurate on the frames the local exit is unsure
 of, and those are the ones that get offloaded).
 
-It lives next to the model's weights, ``models/<model>.gompertz.json``
+It lives next to the model's weights, ``pipeline/models/shipped/<model>.gompertz.json``
 (:func:`default_calibration_path`). Loading validates every field; anything missing,
 mistyped or out of range is a :class:`CalibrationError` naming the file and the field.
 

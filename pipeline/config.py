@@ -177,7 +177,7 @@ class EdgeConfig:
     split: int = 1
     policy: Literal["cloud-only", "local-only", "threshold", "entropy", "router"] = "cloud-only"
     confidence_threshold: float = 0.8  # threshold policy: offload below this
-    # router policy: the learned router's .pt (default models/<local_model>.router.pt);
+    # router policy: the learned router's .pt (default <models folder>/<local_model>.router.pt);
     # it offloads when its keep-local score is below confidence_threshold.
     router: str | None = None
     payload: Literal["jpeg", "raw", "tensor"] = "jpeg"  # tensor: the split activation
@@ -196,7 +196,7 @@ class EdgeConfig:
     homeassistant_prefix: str = "homeassistant"
     # How much of an offloaded frame to send (docs/gompertz.md): "fixed" sends a full
     # JPEG at jpeg_quality (all-or-nothing); "gompertz" picks quality and resolution
-    # per frame from a fitted calibration (default: models/<model>.gompertz.json).
+    # per frame from a fitted calibration (default: pipeline/models/shipped/<model>.gompertz.json).
     quality_policy: Literal["fixed", "gompertz"] = "fixed"
     calibration: str | None = None
     target_accuracy: float | None = None  # None: maximise expected accuracy

@@ -11,7 +11,10 @@ both on the same packets (1,313 -> 38 us for 600 KB on the 2-core box).
 in a ``memoryview`` and copies the topic, the properties and the payload once each. It
 returns the same ``PublishPacket``, and raises paho's ``MalformedPacket`` where paho
 does (tests/test_paho_publish.py checks both against paho's own decoder). It installs
-only over the paho release it was checked against: any other release keeps its own.
+only over the paho release it was checked against: any other release keeps its own,
+with a warning. pyproject.toml bounds paho-mqtt to the checked releases
+(``>=2.2,<2.3``), and tests/test_paho_publish.py fails on any other, so a new paho
+release is a loud CI failure to check and add here, never a silent slow path.
 """
 
 from __future__ import annotations
@@ -97,8 +100,11 @@ def install() -> bool:
     if _packet.decode_publish is decode_publish:
         return True
     if paho.mqtt.__version__ not in CHECKED_PAHO_VERSIONS:
-        logger.info(
-            "paho-mqtt %s: keeping its own PUBLISH decoder (checked: %s)",
+        # Loud on purpose: pyproject bounds paho to the checked releases, so this runs
+        # only where someone forced another release in (and tests fail there).
+        logger.warning(
+            "paho-mqtt %s is not a release camoffload was checked against (%s): keeping "
+            "paho's own PUBLISH decoder, which copies large payloads ~7 times",
             paho.mqtt.__version__,
             ", ".join(sorted(CHECKED_PAHO_VERSIONS)),
         )

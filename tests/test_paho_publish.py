@@ -24,6 +24,18 @@ V5 = MQTTProtocolVersion.MQTTv5
 V311 = MQTTProtocolVersion.MQTTv311
 
 
+def test_installed_paho_is_a_checked_release() -> None:
+    """A paho release nobody checked the decoder against fails here, loudly, in CI."""
+    assert paho.mqtt.__version__ in paho_publish.CHECKED_PAHO_VERSIONS, (
+        f"paho-mqtt {paho.mqtt.__version__} is installed, but pipeline/paho_publish.py was "
+        f"checked against {sorted(paho_publish.CHECKED_PAHO_VERSIONS)} only: compare "
+        "paho.mqtt._packet.decode_publish with ours, then add the release there and "
+        "widen the paho-mqtt bound in pyproject.toml"
+    )
+    assert paho_publish.install()
+    assert paho_publish.installed()
+
+
 def _properties(rng: random.Random) -> Properties:
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     if rng.random() < 0.6:

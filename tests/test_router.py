@@ -292,7 +292,8 @@ def test_router_policy_from_config_at_start(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(
-    not default_router_path(MODEL).is_file(), reason="no committed router in models/"
+    not default_router_path(MODEL).is_file(),
+    reason="no committed router in pipeline/models/shipped/",
 )
 def test_committed_router_scores_local_model_outputs() -> None:
     policy = policy_from_config(
@@ -329,7 +330,8 @@ def harness_frames() -> tuple[object, list[LocalOutput]]:
 
 
 @pytest.mark.skipif(
-    not default_router_path(MODEL).is_file(), reason="no committed router in models/"
+    not default_router_path(MODEL).is_file(),
+    reason="no committed router in pipeline/models/shipped/",
 )
 def test_harness_coverage_uses_each_policys_own_score(
     harness_frames: tuple[object, list[LocalOutput]],

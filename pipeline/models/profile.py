@@ -175,7 +175,7 @@ def profile_early_exit(
     batch_sizes: tuple[int, ...] = (1, 64),
     repeats: int = 20,
 ) -> dict[str, Any]:
-    """Profile a trained model from ``models/`` (by name) or a manifest path."""
+    """Profile a trained model from ``pipeline/models/shipped/`` (by name) or a manifest path."""
     network, manifest = load_early_exit(name_or_path)
     return profile_network(
         network, device=device, batch_sizes=batch_sizes, repeats=repeats, manifest=manifest

