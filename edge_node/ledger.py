@@ -41,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from pipeline.errors import CamoffloadError
+from pipeline.errors import LedgerError
 from pipeline.protocol import Decision
 
 __all__ = [
@@ -98,15 +98,6 @@ WHERE run_id = :run_id AND frame_id = :frame_id AND decision IS NULL
 """
 _OFFLOADED = frozenset(d.value for d in Decision if d.offloaded)
 
-
-class LedgerError(CamoffloadError):
-    """A frame captured or decided twice (a bug, never input's fault), or a ledger file
-    that cannot be used; ``reason`` is a slug from the module docstring."""
-
-    def __init__(self, message: str, *, reason: str, frame_id: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.frame_id = frame_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import logging
 
 import aiomqtt
 
-from pipeline.errors import ProtocolError
+from pipeline.errors import LinkLostError, ProtocolError
 from pipeline.mqtt import payload_bytes
 from pipeline.protocol import Reply, decode_replies
 
@@ -22,9 +22,6 @@ __all__ = ["LinkLostError", "ReplyRouter"]
 
 logger = logging.getLogger(__name__)
 
-
-class LinkLostError(Exception):
-    """The broker connection dropped while a frame waited for its reply."""
 
 
 class ReplyRouter:

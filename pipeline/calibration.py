@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.errors import ConfigError
+from pipeline.errors import CalibrationError
 from pipeline.gompertz import GompertzCurve
 
 __all__ = [
@@ -48,13 +48,6 @@ MAX_CALIBRATION_BYTES = 1_000_000  # a calibration is a few kB; refuse anything 
 
 CalibrationCodec = Literal["jpeg", "jpeg-abbrev"]
 
-
-class CalibrationError(ConfigError):
-    """A calibration file is missing, unreadable, or not a valid calibration."""
-
-    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
-        super().__init__(message, key="edge.calibration")
-        self.path = None if path is None else str(path)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import CamoffloadError
+from pipeline.errors import DatasetError
 
 __all__ = [
     "CIFAR10_CACHE",
@@ -87,9 +87,6 @@ _IDX_DTYPES: dict[int, str] = {
     0x0E: ">f8",
 }
 
-
-class DatasetError(CamoffloadError):
-    """A data set is missing or its files are not what they claim to be."""
 
 
 @dataclass(frozen=True, slots=True)
