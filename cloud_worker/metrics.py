@@ -17,9 +17,7 @@ own registry, so two workers in one process (tests, benchmarks) never share coun
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
-from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,11 +25,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
-    start_http_server,
 )
 
 from pipeline.looplag import LAG_BUCKETS_S
 from pipeline.protocol import ErrorCode
+from pipeline.service import MetricsEndpoint
 
 __all__ = ["WorkerMetrics"]
 
@@ -96,8 +94,7 @@ class WorkerMetrics:
         ).labels(**labels)
         self._labels = labels
         self._by_outcome: dict[str, Any] = {}  # prometheus_client's children are untyped
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._endpoint = MetricsEndpoint(self.registry)
 
     def request(self, outcome: str, count: int = 1) -> None:
         child = self._by_outcome.get(outcome)
@@ -123,15 +120,11 @@ class WorkerMetrics:
         for wait in queue_s:
             self._queue.observe(wait)
 
-    def serve(self, port: int, addr: str) -> int:
-        """Start the HTTP endpoint (a daemon thread); returns the bound port."""
-        self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
-        bound = int(self._server.server_port)
-        logger.info("metrics on http://%s:%d/metrics", addr, bound)
-        return bound
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Start the HTTP endpoint (a daemon thread); returns the bound port (``port``
+        0 picks a free one)."""
+        return self._endpoint.serve(port, addr)
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Stop the endpoint and join its thread, if serving; safe to call again."""
+        self._endpoint.close()

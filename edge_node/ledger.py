@@ -99,7 +99,6 @@ WHERE run_id = :run_id AND frame_id = :frame_id AND decision IS NULL
 _OFFLOADED = frozenset(d.value for d in Decision if d.offloaded)
 
 
-
 @dataclass(frozen=True, slots=True)
 class LedgerCounts:
     captured: int

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -33,12 +31,12 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
-    start_http_server,
 )
 
 from edge_node.stats import EdgeStatsSnapshot
 from pipeline.looplag import LAG_BUCKETS_S
 from pipeline.protocol import Decision
+from pipeline.service import MetricsEndpoint
 
 __all__ = ["EdgeMetrics"]
 
@@ -107,8 +105,7 @@ class EdgeMetrics:
             registry=self.registry,
         ).labels(edge=edge_id)
         self._offload_share.set(math.nan)
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._endpoint = MetricsEndpoint(self.registry)
 
     def record_capture(self) -> None:
         self._captured.inc()
@@ -132,17 +129,8 @@ class EdgeMetrics:
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Start the HTTP endpoint (a daemon thread); returns the bound port (``port``
         0 picks a free one)."""
-        self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
-        bound = int(self._server.server_port)
-        logger.info("metrics on http://%s:%d/metrics", addr, bound)
-        return bound
+        return self._endpoint.serve(port, addr)
 
     def close(self) -> None:
-        """Stop the endpoint, if serving; safe to call again."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
+        """Stop the endpoint and join its thread, if serving; safe to call again."""
+        self._endpoint.close()

@@ -23,7 +23,6 @@ __all__ = ["LinkLostError", "ReplyRouter"]
 logger = logging.getLogger(__name__)
 
 
-
 class ReplyRouter:
     def __init__(self, edge_id: str) -> None:
         self._edge_id = edge_id

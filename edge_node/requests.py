@@ -14,10 +14,11 @@ import cv2
 from edge_node.local_model import LocalOutput
 from edge_node.sources import CapturedFrame
 from pipeline.codecs import Image, encode_jpeg, encode_jpeg_abbreviated
+from pipeline.deadline import Deadline
 from pipeline.protocol import FrameRequest, PayloadCodec, TensorDType
 from pipeline.quantize import QuantizedTensor
 
-__all__ = ["build_request", "scaled"]
+__all__ = ["Payload", "build_request", "scaled"]
 
 Payload = Literal["jpeg", "raw", "tensor"]
 
@@ -42,7 +43,7 @@ def build_request(
     split: int | None,
     payload: Payload,
     jpeg_quality: int,
-    deadline_ms: float,
+    deadline: Deadline,
     model: str,
     jpeg_codec: PayloadCodec = PayloadCodec.JPEG,
     scale: float = 1.0,
@@ -91,7 +92,7 @@ def build_request(
         edge_id=edge_id,
         seq=seq,
         capture_ts=frame.capture_ts,
-        deadline_ts=frame.capture_ts + deadline_ms / 1000,
+        deadline_ts=deadline.ts,
         model=model,
         edge_label=local.label if local else None,
         edge_confidence=local.confidence if local else None,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import aiomqtt
 
 from pipeline.protocol import MAX_BUNDLE_FRAMES, FrameBundle
+from pipeline.service import publish
 from pipeline.topics import request_properties
 
 __all__ = ["FrameSender"]
@@ -153,4 +154,4 @@ class FrameSender:
         properties = request_properties(self._response_topic, correlation) if self._mqtt5 else None
         self.messages += 1
         self.frames += len(batch)
-        await batch[0].client.publish(self._topic, data, qos=self._qos, properties=properties)
+        await publish(batch[0].client, self._topic, data, qos=self._qos, properties=properties)

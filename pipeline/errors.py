@@ -17,8 +17,8 @@ structured attributes so callers can act on it without parsing messages::
         └── LinkLostError    ... while a frame waited for its reply
 
 Third-party exceptions are translated into these at one boundary each, chained with
-``raise ... from exc``: aiomqtt's ``MqttError`` by :func:`pipeline.mqtt.translate_mqtt_errors`
-(and the service runtime, :mod:`pipeline.service`), OpenCV's failures in
+``raise ... from exc``: aiomqtt's ``MqttError`` by the service runtime's broker link
+(:class:`pipeline.service.BrokerLink`), OpenCV's failures in
 :mod:`pipeline.codecs` and the capture sources, torch's when weights load. The same
 failure raises the same error on the edge and on the worker: a broker that cannot be
 reached at start is a :class:`TransportError` on both.

@@ -8,27 +8,23 @@ decoder that copies a payload once instead of ~7 times (:mod:`pipeline.paho_publ
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import random
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import aiomqtt
 from aiomqtt import ProtocolVersion, TLSParameters, Will
 
 from pipeline import paho_publish
 from pipeline.config import BrokerConfig
-from pipeline.errors import ProtocolError, TransportError
+from pipeline.errors import ProtocolError
 
 __all__ = [
     "DEFAULT_INCOMING_QUEUE",
     "backoff_delays",
-    "connect_with_retry",
     "make_client",
     "payload_bytes",
-    "translate_mqtt_errors",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,49 +85,9 @@ def payload_bytes(message: aiomqtt.Message) -> bytes | bytearray:
     return payload
 
 
-@contextlib.contextmanager
-def translate_mqtt_errors(what: str) -> Iterator[None]:
-    """Raise :class:`TransportError` (chained) for any aiomqtt failure inside."""
-    try:
-        yield
-    except aiomqtt.MqttError as exc:
-        raise TransportError(f"{what}: {exc}") from exc
-
-
 def backoff_delays(*, base_s: float = 0.2, cap_s: float = 10.0) -> Iterator[float]:
     """Full-jitter exponential backoff: many clients reconnecting do not stampede."""
     attempt = 0
     while True:
         yield random.uniform(0, min(cap_s, base_s * 2**attempt))
         attempt += 1
-
-
-@contextlib.asynccontextmanager
-async def connect_with_retry(
-    client: aiomqtt.Client, *, what: str, give_up_after_s: float = 15.0
-) -> AsyncIterator[aiomqtt.Client]:
-    """Enter ``client``, retrying with jittered backoff until ``give_up_after_s``.
-
-    A broker that is still starting (or restarting) is the common case at boot; a
-    broker that stays unreachable ends in a :class:`TransportError` that names it.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + give_up_after_s
-    delays = backoff_delays()
-    while True:
-        try:
-            await client.__aenter__()
-            break
-        except aiomqtt.MqttError as exc:
-            delay = next(delays)
-            if loop.time() + delay > deadline:
-                raise TransportError(
-                    f"{what}: cannot connect to the broker after {give_up_after_s:.0f} s: {exc}"
-                ) from exc
-            logger.warning("%s: broker not reachable (%s); retrying in %.2f s", what, exc, delay)
-            await asyncio.sleep(delay)
-    try:
-        yield client
-    finally:
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.__aexit__(None, None, None)

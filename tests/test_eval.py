@@ -16,7 +16,7 @@ from camoffload.eval.load import LoadCounts, run_load
 from camoffload.eval.report import load_results, publish, render_report
 from camoffload.eval.runner import run_suite
 from camoffload.eval.suite import parse_suite
-from cloud_worker import worker as worker_module
+from cloud_worker import stages as worker_module
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
 from tests._helpers import running_worker
@@ -158,7 +158,7 @@ def test_worker_slowdown_stretches_each_batch(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(worker_module, "classify_batch", fake_batch)
     started = time.monotonic()
-    worker_module._classify_slowed(None, None, "w", 3.0)  # type: ignore[arg-type]
+    worker_module.classify_slowed(None, None, "w", 3.0)  # type: ignore[arg-type]
     assert time.monotonic() - started >= 0.058  # 3 x 20 ms; load only makes it longer
 
 

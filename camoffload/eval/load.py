@@ -33,8 +33,9 @@ import aiomqtt
 from pipeline.codecs import Image, encode_jpeg
 from pipeline.config import Config, load_config
 from pipeline.errors import CamoffloadError
-from pipeline.mqtt import make_client, payload_bytes
+from pipeline.mqtt import payload_bytes
 from pipeline.protocol import ErrorReply, FrameRequest, PayloadCodec, TensorDType, decode_reply
+from pipeline.service import BrokerLink
 from pipeline.tasks import cancel_and_wait
 from pipeline.topics import request_properties
 
@@ -138,15 +139,20 @@ async def _virtual_edge(
     in_flight: dict[str, float] = {}  # frame id -> deadline (monotonic)
     mqtt5 = config.broker.protocol == "5"
     drained = asyncio.Event()  # set by the listener whenever nothing is left in flight
-    async with make_client(config.broker, client_id=edge_id) as client:
+    period = 1.0 / rate
+    next_at = time.monotonic()
+    seq = 0
+    # One BrokerLink session per connection: a broker restart mid-run costs the frames
+    # in flight (counted lost at their deadline), not the run; seq goes on across it.
+    link = BrokerLink(config.broker, client_id=edge_id, what=f"load edge {edge_id}")
+
+    async def session(client: aiomqtt.Client) -> None:
+        nonlocal next_at, seq
         await client.subscribe(topics.results(edge_id), qos=1)
         listener = asyncio.create_task(
             _count_replies(client, in_flight, counts, drained), name=f"{edge_id}-replies"
         )
         try:
-            period = 1.0 / rate
-            next_at = time.monotonic()
-            seq = 0
             while not stop.is_set():
                 now = time.monotonic()
                 for frame_id in [f for f, due in in_flight.items() if due < now]:
@@ -194,6 +200,8 @@ async def _virtual_edge(
             counts.lost += len(in_flight)
         finally:
             await cancel_and_wait([listener])
+
+    await link.run(session)
 
 
 async def _count_replies(

@@ -1,0 +1,212 @@
+"""One broker connection of a worker: subscribe, announce, serve, drain, say goodbye.
+
+Tasks (cancelled together when the session ends)::
+
+    receive   MQTT messages (one frame or a bundle) -> validate each -> admission ->
+              the backlog's bounded queue (or an error reply at once)
+    batches   the batch stages (:mod:`cloud_worker.stages`)
+    status    the retained load report every ``status_interval_s``
+
+When ``stop`` is set the session unsubscribes (the shared subscription hands new frames
+to the other workers), answers ``shutting_down`` to anything still arriving, and
+finishes the queue for up to ``drain_timeout_s``. On its way out, cancelled or not, it
+answers ``shutting_down`` to what it still holds and publishes its offline status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import aiomqtt
+
+from cloud_worker.admission import Admission
+from cloud_worker.metrics import WorkerMetrics
+from cloud_worker.processing import Pending
+from cloud_worker.replying import ReplyPublisher
+from cloud_worker.stages import GOODBYE_TIMEOUT_S, Backlog, BatchStages, refusal
+from cloud_worker.stats import WorkerStats
+from pipeline.config import WorkerConfig
+from pipeline.errors import ProtocolError
+from pipeline.inference import Classifier
+from pipeline.mqtt import payload_bytes
+from pipeline.protocol import ErrorCode, ErrorReply, FrameRequest, decode_frames
+from pipeline.service import RetainedStatus
+from pipeline.tasks import cancel_and_wait
+from pipeline.topics import ReplyTarget, Topics, reply_target
+
+__all__ = ["WorkerParts", "WorkerSession"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerParts:
+    """What a worker's sessions share for the worker's whole life."""
+
+    cfg: WorkerConfig
+    topics: Topics
+    subscription: str
+    classifier: Classifier
+    executor: ThreadPoolExecutor  # the one inference thread
+    backlog: Backlog
+    admission: Admission
+    replies: ReplyPublisher
+    stats: WorkerStats
+    metrics: WorkerMetrics
+    status: RetainedStatus
+    on_bad_message: Callable[[], None]  # counts malformed messages across sessions
+
+
+class WorkerSession:
+    def __init__(self, parts: WorkerParts, client: aiomqtt.Client) -> None:
+        self._parts = parts
+        self._cfg = parts.cfg
+        self._client = client
+        self.draining = False
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set (then drain) or the connection is lost."""
+        tasks = [
+            asyncio.create_task(self._receive(), name="worker-receive"),
+            asyncio.create_task(self._stages().run(), name="worker-batches"),
+            asyncio.create_task(
+                self._parts.status.every_interval(self.publish_status), name="worker-status"
+            ),
+        ]
+        stopping = asyncio.create_task(stop.wait(), name="worker-stop")
+        try:
+            done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopping:
+                    task.result()  # a service task never ends on its own unless it failed
+            await self._drain()
+        finally:
+            await cancel_and_wait([stopping, *tasks])
+            for task in tasks:
+                if not task.cancelled() and (failure := task.exception()) is not None:
+                    logger.error(
+                        "worker %s: %s failed: %r", self._cfg.worker_id, task.get_name(), failure
+                    )
+
+    def _stages(self) -> BatchStages:
+        p = self._parts
+        return BatchStages(
+            cfg=p.cfg,
+            client=self._client,
+            classifier=p.classifier,
+            executor=p.executor,
+            backlog=p.backlog,
+            admission=p.admission,
+            replies=p.replies,
+            stats=p.stats,
+            metrics=p.metrics,
+        )
+
+    async def publish_status(self, *, online: bool = True) -> None:
+        self._parts.metrics.queue_depth.set(self._parts.backlog.waiting())
+        await self._parts.status.publish(self._client, online=online)
+
+    async def _drain(self) -> None:
+        """Stop taking frames and finish the queue, for at most ``drain_timeout_s``."""
+        self.draining = True
+        queue = self._parts.backlog.queue
+        logger.info(
+            "worker %s stopping: draining %d queued frames", self._cfg.worker_id, queue.qsize()
+        )
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._client.unsubscribe(self._parts.subscription)
+        try:
+            async with asyncio.timeout(self._cfg.drain_timeout_s):
+                await queue.join()
+        except TimeoutError:
+            logger.warning(
+                "worker %s: %d frames still queued after %.1f s; answering shutting_down",
+                self._cfg.worker_id,
+                queue.qsize(),
+                self._cfg.drain_timeout_s,
+            )
+
+    async def goodbye(self) -> None:
+        """Answer what is held with ``shutting_down`` and go offline, within a bound: it
+        runs on cancellation too, so edges fall back now rather than at their deadline,
+        and the offline status goes out (the will is only sent on an unclean exit)."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                for pending in self._parts.backlog.take_all():
+                    await self._refuse_pending(pending)
+                await self._parts.replies.flush()
+                await self.publish_status(online=False)
+                logger.info("worker %s offline", self._cfg.worker_id)
+
+    async def _refuse_pending(self, pending: Pending) -> None:
+        reply = self._refusal(
+            ErrorCode.SHUTTING_DOWN, "worker is shutting down", pending.request.frame_id
+        )
+        await self._parts.replies.reply(self._client, pending.target, reply)
+
+    def _refusal(self, code: ErrorCode, message: str, frame_id: str | None) -> ErrorReply:
+        return refusal(self._parts.stats, self._cfg.worker_id, code, message, frame_id)
+
+    def _bad_message(self, topic: str, exc: ProtocolError) -> ErrorReply:
+        self._parts.on_bad_message()
+        self._parts.metrics.bad_message()
+        logger.warning(
+            "worker %s: bad message on %s (%s): %s", self._cfg.worker_id, topic, exc.reason, exc
+        )
+        return self._refusal(ErrorCode.BAD_REQUEST, str(exc), exc.frame_id)
+
+    async def _receive(self) -> None:
+        p = self._parts
+        async for message in self._client.messages:
+            topic = message.topic.value
+            target = reply_target(p.topics, topic, message.properties)
+            try:
+                arrived = decode_frames(payload_bytes(message))
+            except ProtocolError as exc:
+                refusals = [self._bad_message(topic, exc)]
+                bundled = False
+            else:
+                bundled = arrived.bundled
+                refusals = [self._bad_message(topic, exc) for exc in arrived.errors]
+                for request in arrived.requests:
+                    refused = self._admit(topic, target, request, bundled=bundled)
+                    if refused is not None:
+                        refusals.append(refused)
+            if target is None:
+                if refusals:
+                    logger.warning(
+                        "worker %s: a message on %s has nowhere to reply",
+                        self._cfg.worker_id,
+                        topic,
+                    )
+                for refused in refusals:
+                    p.metrics.error(refused.code)
+                continue
+            await p.replies.deliver(
+                self._client, [(target, refused, bundled) for refused in refusals]
+            )
+
+    def _admit(
+        self, topic: str, target: ReplyTarget | None, request: FrameRequest, *, bundled: bool
+    ) -> ErrorReply | None:
+        """Queue ``request``, or return the refusal to answer it with."""
+        p = self._parts
+        refused = p.admission.check(
+            topic, target, request, draining=self.draining, frames_ahead=p.backlog.ahead()
+        )
+        if refused is not None:
+            return self._refusal(refused.code, refused.message, request.frame_id)
+        assert target is not None  # admission refuses a request with nowhere to reply
+        try:
+            p.backlog.queue.put_nowait(Pending(request, target, time.monotonic(), bundled))
+        except asyncio.QueueFull:
+            return self._refusal(
+                ErrorCode.BUSY, f"queue full ({self._cfg.max_queue})", request.frame_id
+            )
+        return None

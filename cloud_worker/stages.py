@@ -1,0 +1,220 @@
+"""The worker's batch stages: queue -> batch -> decode -> classify -> replies.
+
+Two stages, one batch apart: while the inference thread classifies a batch, a decode
+thread decodes the next (OpenCV releases the GIL), so decoding costs the inference
+thread nothing. At most one decoded batch waits for it. A batch's requests are checked
+against their deadlines once more when the batch is formed (:class:`Admission`): those
+that would be late are answered ``expired`` instead of computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import aiomqtt
+
+from cloud_worker.admission import Admission
+from cloud_worker.batching import next_batch
+from cloud_worker.metrics import WorkerMetrics
+from cloud_worker.processing import DecodedBatch, Pending, classify_batch, decode_batch
+from cloud_worker.replying import Answer, ReplyPublisher
+from cloud_worker.stats import WorkerStats
+from pipeline.config import WorkerConfig
+from pipeline.inference import Classifier
+from pipeline.protocol import ErrorCode, ErrorReply, Reply, Result
+from pipeline.topics import ReplyTarget
+
+__all__ = ["GOODBYE_TIMEOUT_S", "Backlog", "BatchStages", "classify_slowed", "refusal"]
+
+GOODBYE_TIMEOUT_S = 3.0
+"""How long a worker going away spends telling edges so (and finishing a batch's replies)."""
+
+
+@dataclass(slots=True)
+class Backlog:
+    """The frames a worker holds, across reconnects: queued, batched and decoding
+    (``held``), and computing in the inference thread now."""
+
+    queue: asyncio.Queue[Pending]
+    held: dict[int, list[Pending]] = field(default_factory=dict)
+    computing: int = 0
+
+    def waiting(self) -> int:
+        """Frames here and not yet computing: queued, or batched and decoding."""
+        return self.queue.qsize() + sum(len(batch) for batch in self.held.values())
+
+    def ahead(self) -> int:
+        """Frames a newly arrived one would wait for."""
+        return self.waiting() + self.computing
+
+    def take_all(self) -> list[Pending]:
+        """Everything not yet computing, removed (a worker going away answers them)."""
+        taken = [p for batch in self.held.values() for p in batch]
+        self.held.clear()
+        while True:
+            try:
+                taken.append(self.queue.get_nowait())
+            except asyncio.QueueEmpty:
+                return taken
+            self.queue.task_done()
+
+
+def refusal(
+    stats: WorkerStats, worker_id: str, code: ErrorCode, message: str, frame_id: str | None
+) -> ErrorReply:
+    """The error reply that refuses a request (counted as rejected)."""
+    stats.record_rejected()
+    return ErrorReply(frame_id=frame_id, worker_id=worker_id, code=code, message=message[:1000])
+
+
+class BatchStages:
+    """One connection's decode and classify stages over the worker's backlog."""
+
+    def __init__(
+        self,
+        *,
+        cfg: WorkerConfig,
+        client: aiomqtt.Client,
+        classifier: Classifier,
+        executor: ThreadPoolExecutor,
+        backlog: Backlog,
+        admission: Admission,
+        replies: ReplyPublisher,
+        stats: WorkerStats,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self._cfg = cfg
+        self._client = client
+        self._classifier = classifier
+        self._executor = executor
+        self._backlog = backlog
+        self._admission = admission
+        self._replies = replies
+        self._stats = stats
+        self._metrics = metrics
+
+    async def run(self) -> None:
+        worker_id = self._cfg.worker_id
+        decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{worker_id}-decode")
+        decoded: asyncio.Queue[DecodedBatch] = asyncio.Queue(maxsize=1)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._decode_stage(decoder, decoded))
+                group.create_task(self._classify_stage(decoded))
+        finally:
+            decoder.shutdown(wait=False, cancel_futures=True)
+
+    async def _decode_stage(
+        self, decoder: ThreadPoolExecutor, out: asyncio.Queue[DecodedBatch]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._backlog.queue
+        while True:
+            batch = await next_batch(
+                queue, max_batch=self._cfg.max_batch, max_wait_s=self._cfg.max_wait_ms / 1000
+            )
+            live = await self._drop_expired(batch)
+            for _ in range(len(batch) - len(live)):
+                queue.task_done()
+            if not live:
+                continue
+            # Taken from the queue but not yet computing: answered by the goodbye if the
+            # worker is cancelled before the inference thread gets them.
+            self._backlog.held[id(live)] = live
+            await out.put(
+                await loop.run_in_executor(
+                    decoder, decode_batch, live, self._classifier, self._cfg.worker_id
+                )
+            )
+
+    async def _classify_stage(self, decoded_batches: asyncio.Queue[DecodedBatch]) -> None:
+        while True:
+            decoded = await decoded_batches.get()
+            self._backlog.held.pop(id(decoded.batch), None)
+            try:
+                await self._compute(decoded)
+            finally:
+                for _ in decoded.batch:
+                    self._backlog.queue.task_done()
+
+    async def _compute(self, decoded: DecodedBatch) -> None:
+        live = decoded.batch
+        started = time.monotonic()
+        self._backlog.computing = len(live)
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor,
+            classify_slowed,
+            decoded,
+            self._classifier,
+            self._cfg.worker_id,
+            self._cfg.slowdown,
+        )
+        try:
+            replies = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # Shutting down mid-batch: the thread finishes anyway, so deliver its
+            # answers instead of letting those edges wait for their deadline.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                    await self._send_replies(live, await future)
+            raise
+        finally:
+            self._backlog.computing = 0
+        compute_s = time.monotonic() - started
+        computed = sum(1 for _, reply in replies if isinstance(reply, Result))
+        if computed:
+            self._stats.record_batch(len(live), compute_s * 1000)
+            self._metrics.batch(
+                computed, compute_s, [decoded.started - p.received_mono for p in live]
+            )
+        await self._send_replies(live, replies)
+
+    async def _send_replies(
+        self, live: list[Pending], replies: list[tuple[ReplyTarget, Reply]]
+    ) -> None:
+        # Hand the whole batch to the broker at once: awaiting each QoS 1 PUBACK in turn
+        # caps a worker at a few hundred frames/s.
+        await self._replies.deliver(
+            self._client,
+            [
+                (target, reply, pending.bundled)
+                for pending, (target, reply) in zip(live, replies, strict=True)
+            ],
+        )
+
+    async def _drop_expired(self, batch: list[Pending]) -> list[Pending]:
+        """The requests of ``batch`` that can still be answered in time; the rest are
+        answered ``expired`` without being computed."""
+        now = time.time()
+        # This batch computes after the one in the inference thread now.
+        frames = len(batch) + self._backlog.computing
+        live: list[Pending] = []
+        expired: list[Answer] = []
+        for pending in batch:
+            late = self._admission.late_in_batch(pending.request, batch_frames=frames, now=now)
+            if late is None:
+                live.append(pending)
+                continue
+            reply = refusal(
+                self._stats, self._cfg.worker_id, late.code, late.message, pending.request.frame_id
+            )
+            expired.append((pending.target, reply, pending.bundled))
+        if expired:
+            await self._replies.deliver(self._client, expired)
+        return live
+
+
+def classify_slowed(
+    decoded: DecodedBatch, classifier: Classifier, worker_id: str, slowdown: float
+) -> list[tuple[ReplyTarget, Reply]]:
+    """``classify_batch``, then hold the inference thread ``slowdown - 1`` times as long
+    again (``worker.slowdown``): the whole compute path, timings and queue, slows alike."""
+    started = time.monotonic()
+    replies = classify_batch(decoded, classifier, worker_id)
+    if slowdown > 1.0:
+        time.sleep((slowdown - 1.0) * (time.monotonic() - started))
+    return replies
