@@ -130,7 +130,7 @@ class CloudWorker:
             watch_loop_lag(self.metrics.loop_lag.observe), name=f"{self.worker_id}-loop-lag"
         )
         try:
-            await link.run(session)
+            await link.run(session, stop=stop)
         finally:
             await cancel_and_wait([lag])
             executor.shutdown(wait=False, cancel_futures=True)

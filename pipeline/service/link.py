@@ -15,6 +15,7 @@ camoffload's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -61,8 +62,10 @@ class BrokerLink:
         self.connected = asyncio.Event()
         self.reconnects = 0
 
-    async def run(self, session: Session) -> None:
-        """Connect and run ``session`` until one returns; reconnect in between.
+    async def run(self, session: Session, *, stop: asyncio.Event | None = None) -> None:
+        """Connect and run ``session`` until one returns; reconnect in between. Once
+        ``stop`` is set, a link waiting for the broker gives up and returns (a service
+        told to stop while its broker is gone has nothing left to drain).
 
         Raises :class:`TransportError` when the first connection does not come within
         ``broker.connect_timeout_s``.
@@ -90,7 +93,8 @@ class BrokerLink:
                 logger.info(
                     "%s: broker not reachable (%s); retrying in %.2f s", self._what, exc, delay
                 )
-                await asyncio.sleep(delay)
+                if await _stopped_within(stop, delay):
+                    return
                 continue
             if self.connected.is_set():
                 self.reconnects += 1
@@ -102,7 +106,8 @@ class BrokerLink:
             finally:
                 self.client = None
                 await _close(client)
-            await asyncio.sleep(next(delays))
+            if await _stopped_within(stop, next(delays)):
+                return
 
     async def _session(self, client: aiomqtt.Client, session: Session) -> bool:
         """Run one session; True when it ended on its own, False when the link broke."""
@@ -128,6 +133,17 @@ class BrokerLink:
         if not self.connected.is_set():
             await task  # raises what ended it
             raise TransportError(f"{self._what}: the broker link ended before connecting")
+
+
+async def _stopped_within(stop: asyncio.Event | None, delay_s: float) -> bool:
+    """Sleep ``delay_s``, or less if ``stop`` is set meanwhile; True if it is set."""
+    if stop is None:
+        await asyncio.sleep(delay_s)
+        return False
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay_s):
+            await stop.wait()
+    return stop.is_set()
 
 
 async def _close(client: aiomqtt.Client) -> None:
