@@ -1,12 +1,13 @@
-"""The generated per-type decoders decode exactly what the field checkers decode.
+"""The fast path (msgspec's typed decoder on a message exactly as we write it) decodes
+exactly what the checked path decodes.
 
-For valid messages they must build an equal message; for anything the checkers refuse
-or convert they must step aside (return None) or refuse it the same way.
+For valid messages both build an equal message, field types included; for anything
+the checked path refuses or converts, the fast path steps aside (returns None) or
+refuses it the same way, and ``from_bytes`` ends where the checked path ends.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 from typing import Any
@@ -16,8 +17,11 @@ import pytest
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol import (
+    Decision,
+    EdgeStatus,
     ErrorCode,
     ErrorReply,
+    Event,
     FrameBundle,
     FrameRequest,
     PayloadCodec,
@@ -26,9 +30,10 @@ from pipeline.protocol import (
     TensorDType,
     WorkerStatus,
     _wire,
+    decode_frames,
+    decode_replies,
+    decode_reply,
 )
-
-HOT = (FrameRequest, Result, ErrorReply, FrameBundle, ReplyBundle)
 
 
 def _valid(rng: random.Random) -> list[Any]:
@@ -86,6 +91,9 @@ def _valid(rng: random.Random) -> list[Any]:
         error,
         FrameBundle(edge_id="cam-1", frames=(tensor.to_bytes(), jpeg.to_bytes())),
         ReplyBundle(replies=(result.to_bytes(), error.to_bytes())),
+        WorkerStatus(worker_id="w1", online=True, ts=1.7e9, models=("m",), queue_depth=2),
+        EdgeStatus(edge_id="cam-1", online=True, ts=1.7e9, rtt_ms_p50=rng.choice((None, 4.5))),
+        Event(edge_id="cam-1", frame_id="f-4", seq=4, ts=1.7e9, decision=Decision.CLOUD, label=2),
     ]
 
 
@@ -93,25 +101,47 @@ def _map(message: Any) -> dict[str, object]:
     return _wire.unpack_map(message.to_bytes(), max_bytes=_wire.MAX_MESSAGE_BYTES)
 
 
-def _fast(cls: type, obj: dict[str, object]) -> object:
-    decoder = _wire._fast_decoder(cls)
-    assert decoder is not None
-    return decoder(obj)
+def _packb(obj: dict[str, object]) -> bytes:
+    data = msgpack.packb(obj, use_bin_type=True)
+    assert isinstance(data, bytes)
+    return data
 
 
-def test_the_hot_types_have_a_fast_decoder_and_the_rest_may_not() -> None:
-    assert all(_wire._fast_decoder(cls) is not None for cls in HOT)
-    assert _wire._fast_decoder(WorkerStatus) is None  # non-None defaults: checkers only
+def _fast(cls: type, data: bytes) -> Any:
+    return _wire.decode_fast(data, (cls,))
 
 
-def test_valid_messages_decode_to_what_the_checkers_build() -> None:
+def _checked(cls: type, data: bytes) -> Any:
+    return _wire.decode_as(cls, _wire.unpack_map(data, max_bytes=_wire.MAX_MESSAGE_BYTES))
+
+
+def _typed(outcome: object) -> object:
+    """A message as its fields' (type, value) pairs, so 1 and 1.0 differ; else as is."""
+    if isinstance(outcome, _wire.WireMessage):
+        return [(type(v), v) for v in (getattr(outcome, f) for f in outcome.__struct_fields__)]
+    return outcome
+
+
+def _outcome(decode: Any, cls: type, data: bytes) -> object:
+    try:
+        return _typed(decode(cls, data))
+    except ProtocolError as exc:
+        return ("refused", exc.reason, exc.frame_id, str(exc))
+
+
+def test_every_envelope_type_takes_the_fast_path() -> None:
+    for message in _valid(random.Random(0)):
+        assert _fast(type(message), message.to_bytes()) == message
+
+
+def test_valid_messages_decode_to_what_the_checked_path_builds() -> None:
     rng = random.Random(0)
     for _ in range(200):
         for message in _valid(rng):
-            obj = _map(message)
-            fast = _fast(type(message), obj)
-            assert fast == _wire._decode_checked(type(message), obj) == message
-            assert _typed(fast) == _typed(message)
+            data = message.to_bytes()
+            fast = _fast(type(message), data)
+            assert fast == _checked(type(message), data) == message
+            assert _typed(fast) == _typed(_checked(type(message), data)) == _typed(message)
             assert type(fast) is type(message)
 
 
@@ -140,55 +170,59 @@ _ODD_VALUES: list[object] = [
 ]
 
 
-def _typed(outcome: object) -> object:
-    """A message as its fields' (value, type) pairs, so 1 and 1.0 differ; else as is."""
-    if dataclasses.is_dataclass(outcome):
-        return [
-            (type(v), v) for v in (getattr(outcome, f.name) for f in dataclasses.fields(outcome))
-        ]
-    return outcome
-
-
-def _outcome(decode: Any, cls: type, obj: dict[str, object]) -> object:
-    try:
-        return decode(cls, obj)
-    except ProtocolError as exc:
-        return ("refused", exc.reason, str(exc))
-
-
-@pytest.mark.parametrize("index", range(6))
-def test_a_changed_missing_or_unknown_field_is_left_to_the_checkers(index: int) -> None:
+@pytest.mark.parametrize("index", range(9))
+def test_a_changed_missing_or_unknown_field_ends_where_the_checked_path_ends(index: int) -> None:
     message = _valid(random.Random(1))[index]
     cls = type(message)
     base = _map(message)
     variants: list[dict[str, object]] = [{**base, "extra": 1}]
-    for name in _wire._field_types(cls):
+    for name in base:
         variants.append({k: v for k, v in base.items() if k != name})
         variants += [{**base, name: value} for value in _ODD_VALUES]
     for obj in variants:
-        checked = _outcome(_wire._decode_checked, cls, obj)
-        # None: left to the checkers. A refusal: the message's own invariants refused it,
-        # as they refuse it on the checked path.
-        fast = _outcome(lambda c, o: _fast(c, o), cls, obj)
+        data = _packb(obj)
+        checked = _outcome(_checked, cls, data)
+        # None: left to the checked path. Otherwise the message it builds, or the
+        # refusal of the message's own invariants, as on the checked path.
+        fast = _outcome(_fast, cls, data)
         if fast is not None:
-            assert _typed(fast) == _typed(checked), obj
-        assert _outcome(_wire.decode_as, cls, obj) == checked
+            assert fast == checked, obj
+        assert _outcome(lambda c, d: c.from_bytes(d), cls, data) == checked, obj
 
 
 def test_decoding_a_real_message_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    def checked_path(cls: type, obj: object) -> object:
+    def checked_path(*args: object, **kwargs: object) -> object:
         raise AssertionError("a valid message took the checked path")
 
-    monkeypatch.setattr(_wire, "_decode_checked", checked_path)
+    monkeypatch.setattr(_wire, "unpack_map", checked_path)
+    monkeypatch.setattr(_wire, "decode_as", checked_path)
     for message in _valid(random.Random(2)):
-        assert type(message).from_bytes(message.to_bytes()) == message
+        data = message.to_bytes()
+        assert type(message).from_bytes(data) == message
+        if isinstance(message, FrameRequest):
+            assert decode_frames(data).requests == [message]
+        if isinstance(message, FrameBundle):
+            assert len(decode_frames(data).requests) == 2
+        if isinstance(message, (Result, ErrorReply)):
+            assert decode_reply(data) == message
+            assert decode_replies(data) == ([message], [])
+        if isinstance(message, ReplyBundle):
+            assert len(decode_replies(data)[0]) == 2
+
+
+def test_another_key_order_takes_the_checked_path_to_the_same_message() -> None:
+    for message in _valid(random.Random(4)):
+        reordered = dict(reversed(_map(message).items()))  # the fields, then "t", then "v"
+        data = _packb(reordered)
+        assert _fast(type(message), data) is None
+        assert _typed(type(message).from_bytes(data)) == _typed(message)
 
 
 def test_an_int_where_a_float_is_declared_still_decodes_as_a_float() -> None:
     result = _valid(random.Random(3))[2]
     obj = _map(result)
     obj["queue_ms"] = 2
-    assert _fast(Result, obj) is None  # converted by the checkers, not here
-    decoded = Result.from_bytes(msgpack.packb(obj))
-    assert decoded.queue_ms == 2.0
-    assert type(decoded.queue_ms) is float
+    data = _packb(obj)
+    for decoded in (_fast(Result, data), _checked(Result, data), Result.from_bytes(data)):
+        assert decoded.queue_ms == 2.0
+        assert type(decoded.queue_ms) is float

@@ -1,7 +1,8 @@
 """The wire protocol: versioned MessagePack envelopes with strict decoding.
 
-Every message type is a frozen dataclass with ``to_bytes()`` / ``from_bytes()``;
-decoding validates everything and raises :class:`pipeline.errors.ProtocolError`.
+Every message type is a frozen :class:`msgspec.Struct` with ``to_bytes()`` /
+``from_bytes()`` (see ``_wire``); decoding validates everything and raises
+:class:`pipeline.errors.ProtocolError`.
 """
 
 from pipeline.protocol._wire import MAX_MESSAGE_BYTES, SCHEMA_VERSION

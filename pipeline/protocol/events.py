@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol import _wire
 from pipeline.protocol._checks import check_id, check_non_negative, check_range, safe_id
+from pipeline.protocol._wire import written
 
 __all__ = ["Decision", "Event"]
 
@@ -41,24 +41,24 @@ _OFFLOADED = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Event(_wire.WireMessage):
+class Event(_wire.WireMessage, frozen=True, kw_only=True):
     """One frame's final decision. ``label`` is ``None`` when nobody could answer
     (an edge with no local model whose offload failed, a skipped or dropped frame)."""
 
     MESSAGE_TYPE: ClassVar[str] = "event"
     MAX_BYTES: ClassVar[int] = MAX_EVENT_BYTES
 
-    edge_id: str
-    frame_id: str
+    _t: Literal["event"] = _wire.type_field(MESSAGE_TYPE)
+    edge_id: _wire.Str
+    frame_id: _wire.Str
     seq: int
-    ts: float
+    ts: _wire.Float
     decision: Decision
-    bytes_sent: int = 0
+    bytes_sent: int = written(0)
     label: int | None = None
-    confidence: float | None = None
-    model: str | None = None
-    latency_ms: float | None = None
+    confidence: _wire.Float | None = None
+    model: _wire.Str | None = None
+    latency_ms: _wire.Float | None = None
     true_label: int | None = None
 
     def __post_init__(self) -> None:

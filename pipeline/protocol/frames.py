@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import ClassVar, Literal, Self, TypeVar
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol import _wire
@@ -55,8 +54,7 @@ class TensorDType(enum.StrEnum):
 _ITEMSIZES = {"uint8": 1, "float16": 2, "float32": 4}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FrameRequest(_wire.WireMessage):
+class FrameRequest(_wire.WireMessage, frozen=True, kw_only=True):
     """One frame an edge asks a worker to classify.
 
     ``deadline_ts`` is absolute Unix time (edges and workers are expected to run NTP);
@@ -69,24 +67,25 @@ class FrameRequest(_wire.WireMessage):
     MESSAGE_TYPE: ClassVar[str] = "frame"
     MAX_BYTES: ClassVar[int] = _wire.MAX_MESSAGE_BYTES
 
-    frame_id: str
-    edge_id: str
+    _t: Literal["frame"] = _wire.type_field(MESSAGE_TYPE)
+    frame_id: _wire.Str
+    edge_id: _wire.Str
     seq: int
-    capture_ts: float
-    deadline_ts: float
+    capture_ts: _wire.Float
+    deadline_ts: _wire.Float
     codec: PayloadCodec
-    shape: tuple[int, ...]
+    shape: _wire.Ints
     dtype: TensorDType
     payload: bytes
-    model: str
+    model: _wire.Str
     quality: int | None = None
     split_stage: int | None = None
     edge_label: int | None = None
-    edge_confidence: float | None = None
+    edge_confidence: _wire.Float | None = None
     # A uint8 tensor payload holds codes of ``value = code * tensor_scale +
     # tensor_offset`` (see pipeline.quantize); only a uint8 tensor has them.
-    tensor_scale: float | None = None
-    tensor_offset: float | None = None
+    tensor_scale: _wire.Float | None = None
+    tensor_offset: _wire.Float | None = None
 
     def __post_init__(self) -> None:
         fid = safe_id(self.frame_id)
@@ -180,21 +179,31 @@ class FrameRequest(_wire.WireMessage):
         cls, data: bytes | bytearray | memoryview, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
     ) -> Self:
         """Decode and validate; raises :class:`ProtocolError` on anything wrong."""
-        obj = _wire.unpack_map(
-            data, max_bytes=min(max_payload_bytes + ENVELOPE_ALLOWANCE, _wire.MAX_MESSAGE_BYTES)
-        )
-        return cls.from_map(obj, max_payload_bytes=max_payload_bytes)
+        max_bytes = min(max_payload_bytes + ENVELOPE_ALLOWANCE, _wire.MAX_MESSAGE_BYTES)
+        request = _wire.decode_fast(data, (cls,), max_bytes)
+        if request is None:
+            return cls.from_map(
+                _wire.unpack_map(data, max_bytes=max_bytes), max_payload_bytes=max_payload_bytes
+            )
+        return check_payload_size(request, max_payload_bytes)
 
     @classmethod
     def from_map(
         cls, obj: dict[str, object], *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
     ) -> Self:
         """Validate an already unpacked message (see :func:`_wire.unpack_map`)."""
-        request = _wire.decode_as(cls, obj)
-        if len(request.payload) > max_payload_bytes:
-            raise ProtocolError(
-                f"payload of {len(request.payload)} bytes exceeds {max_payload_bytes}",
-                reason="oversize",
-                frame_id=request.frame_id,
-            )
-        return request
+        return check_payload_size(_wire.decode_as(cls, obj), max_payload_bytes)
+
+
+R = TypeVar("R", bound=FrameRequest)
+
+
+def check_payload_size(request: R, max_payload_bytes: int) -> R:
+    """``request``, if its payload is within a receiver's own (lower) limit."""
+    if len(request.payload) > max_payload_bytes:
+        raise ProtocolError(
+            f"payload of {len(request.payload)} bytes exceeds {max_payload_bytes}",
+            reason="oversize",
+            frame_id=request.frame_id,
+        )
+    return request

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol import _wire
@@ -19,25 +18,25 @@ MAX_ERROR_MESSAGE_CHARS = 1024
 MAX_LABEL = 2**31 - 1
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Result(_wire.WireMessage):
+class Result(_wire.WireMessage, frozen=True, kw_only=True):
     """A worker's answer for one frame, with the timings the edge needs to adapt."""
 
     MESSAGE_TYPE: ClassVar[str] = "result"
     MAX_BYTES: ClassVar[int] = MAX_REPLY_BYTES
 
-    frame_id: str
-    worker_id: str
+    _t: Literal["result"] = _wire.type_field(MESSAGE_TYPE)
+    frame_id: _wire.Str
+    worker_id: _wire.Str
     label: int
-    topk_labels: tuple[int, ...]
-    topk_scores: tuple[float, ...]
-    model: str
-    model_version: str
-    queue_ms: float
-    decode_ms: float
-    inference_ms: float
+    topk_labels: _wire.Ints
+    topk_scores: _wire.Floats
+    model: _wire.Str
+    model_version: _wire.Str
+    queue_ms: _wire.Float
+    decode_ms: _wire.Float
+    inference_ms: _wire.Float
     batch_size: int
-    label_name: str | None = None
+    label_name: _wire.Str | None = None
 
     def __post_init__(self) -> None:
         fid = safe_id(self.frame_id)
@@ -91,8 +90,7 @@ class ErrorCode(enum.StrEnum):
     INTERNAL = "internal"  # decoding or inference failed on the worker's side
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ErrorReply(_wire.WireMessage):
+class ErrorReply(_wire.WireMessage, frozen=True, kw_only=True):
     """A worker's refusal, with a code the edge can act on and a human message.
 
     ``frame_id`` is ``None`` only when the request was too broken to read its id.
@@ -101,10 +99,11 @@ class ErrorReply(_wire.WireMessage):
     MESSAGE_TYPE: ClassVar[str] = "error"
     MAX_BYTES: ClassVar[int] = MAX_REPLY_BYTES
 
-    worker_id: str
+    _t: Literal["error"] = _wire.type_field(MESSAGE_TYPE)
+    worker_id: _wire.Str
     code: ErrorCode
-    message: str
-    frame_id: str | None = None
+    message: _wire.Str
+    frame_id: _wire.Str | None = None
 
     def __post_init__(self) -> None:
         fid = safe_id(self.frame_id)
@@ -116,11 +115,15 @@ class ErrorReply(_wire.WireMessage):
 
 
 Reply = Result | ErrorReply
+REPLY_TYPES: tuple[type[Reply], ...] = (Result, ErrorReply)
 
 
 def decode_reply(data: bytes | bytearray | memoryview) -> Reply:
     """Decode whatever arrived on a result topic: a :class:`Result` or an :class:`ErrorReply`."""
-    return reply_from_map(_wire.unpack_map(data, max_bytes=MAX_REPLY_BYTES))
+    reply = _wire.decode_fast(data, REPLY_TYPES)
+    if reply is None:
+        reply = reply_from_map(_wire.unpack_map(data, max_bytes=MAX_REPLY_BYTES))
+    return reply
 
 
 def reply_from_map(obj: dict[str, object]) -> Reply:

@@ -2,37 +2,37 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pipeline.protocol import _wire
 from pipeline.protocol._checks import check_id, check_non_negative
+from pipeline.protocol._wire import written
 
 __all__ = ["EdgeStatus", "WorkerStatus"]
 
 MAX_STATUS_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WorkerStatus(_wire.WireMessage):
+class WorkerStatus(_wire.WireMessage, frozen=True, kw_only=True):
     """Published retained on ``{prefix}/status/workers/{worker_id}``; the last-will is
     the same message with ``online=False``, so a dead worker is marked offline."""
 
     MESSAGE_TYPE: ClassVar[str] = "worker_status"
     MAX_BYTES: ClassVar[int] = MAX_STATUS_BYTES
 
-    worker_id: str
+    _t: Literal["worker_status"] = _wire.type_field(MESSAGE_TYPE)
+    worker_id: _wire.Str
     online: bool
-    ts: float
-    device: str = "cpu"
-    models: tuple[str, ...] = ()
-    queue_depth: int = 0
-    queue_capacity: int = 0
-    mean_batch_size: float = 0.0
-    latency_ms_per_image: float = 0.0
-    throughput_fps: float = 0.0
-    frames_done: int = 0
-    frames_rejected: int = 0
+    ts: _wire.Float
+    device: _wire.Str = written("cpu")
+    models: _wire.Strs = written(())
+    queue_depth: int = written(0)
+    queue_capacity: int = written(0)
+    mean_batch_size: _wire.Float = written(0.0)
+    latency_ms_per_image: _wire.Float = written(0.0)
+    throughput_fps: _wire.Float = written(0.0)
+    frames_done: int = written(0)
+    frames_rejected: int = written(0)
 
     def __post_init__(self) -> None:
         check_id(self.worker_id, "worker_id")
@@ -51,29 +51,29 @@ class WorkerStatus(_wire.WireMessage):
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EdgeStatus(_wire.WireMessage):
+class EdgeStatus(_wire.WireMessage, frozen=True, kw_only=True):
     """Published retained on ``{prefix}/status/edges/{edge_id}``, with a last-will."""
 
     MESSAGE_TYPE: ClassVar[str] = "edge_status"
     MAX_BYTES: ClassVar[int] = MAX_STATUS_BYTES
 
-    edge_id: str
+    _t: Literal["edge_status"] = _wire.type_field(MESSAGE_TYPE)
+    edge_id: _wire.Str
     online: bool
-    ts: float
-    captured: int = 0
-    in_flight: int = 0
-    offloaded: int = 0
-    decided: int = 0
-    skipped: int = 0
-    dropped: int = 0
-    bytes_sent: int = 0
+    ts: _wire.Float
+    captured: int = written(0)
+    in_flight: int = written(0)
+    offloaded: int = written(0)
+    decided: int = written(0)
+    skipped: int = written(0)
+    dropped: int = written(0)
+    bytes_sent: int = written(0)
     # Over the edge's recent window (its stats window, ~10 s):
-    capture_fps: float = 0.0
-    skipped_fps: float = 0.0
-    offload_share: float = 0.0  # offloaded / decided
-    rtt_ms_p50: float | None = None
-    connected: bool = True  # False while the edge decides locally, reconnecting
+    capture_fps: _wire.Float = written(0.0)
+    skipped_fps: _wire.Float = written(0.0)
+    offload_share: _wire.Float = written(0.0)  # offloaded / decided
+    rtt_ms_p50: _wire.Float | None = None
+    connected: bool = written(True)  # False while the edge decides locally, reconnecting
 
     def __post_init__(self) -> None:
         check_id(self.edge_id, "edge_id")
