@@ -1,5 +1,5 @@
 """The ``camoffload`` command: broker, worker, edge, demo, replay, eval, link, calibrate,
-train, profile and ledger."""
+train, profile, ledger and config."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from camoffload import __version__
 from camoffload.bench_commands import add_bench_command, run_bench_command
 from camoffload.broker_commands import add_broker_command, run_broker_command
 from camoffload.calibrate_commands import add_calibrate_command, run_calibrate_command
+from camoffload.config_commands import add_config_command, run_config_command
 from camoffload.eval_commands import add_eval_command, run_eval_command
 from camoffload.ledger_commands import add_ledger_command, run_ledger_command
 from camoffload.lifecycle import run_with_signals
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(sub)
     add_router_command(sub)
     add_ledger_command(sub)
+    add_config_command(sub)
     return parser
 
 
@@ -342,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_calibrate_command(args)
         if args.command == "train-router":
             return run_router_command(args)
+        if args.command == "config":
+            return run_config_command(args)
         config = _load(args)
         if args.validate_config:
             _print_config(config)
