@@ -16,9 +16,9 @@ import time
 
 import torch
 
+from camoffload.training.evaluate import predict_exits
+from pipeline.datasets import load_fashion_mnist
 from pipeline.models import load_early_exit
-from pipeline.training.datasets import load_fashion_mnist
-from pipeline.training.evaluate import predict_exits
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 

@@ -2,7 +2,7 @@
 bandwidth-limited link.
 
 One real Mosquitto; one CloudWorker connected to it directly; the edge connected
-through a user-space shaping proxy (``pipeline.netem.ShapingProxy``) that gives its
+through a user-space shaping proxy (``camoffload.netem.ShapingProxy``) that gives its
 link a rate and a delay each way. The camera replays frames at a fixed rate (a camera
 does not wait for the network), and every row replays the same frames:
 
@@ -44,12 +44,12 @@ from collections import Counter
 from pathlib import Path
 
 from broker import mosquitto_broker
+from camoffload.netem import LinkProfile, ShapingProxy
 from cloud_worker import CloudWorker
 from edge_node import DatasetSource, EdgeNode, Ledger, VideoSource
 from edge_node.sources import CapturedFrame, FrameSource
 from pipeline.config import Config, load_config
 from pipeline.inference import Classifier
-from pipeline.netem import LinkProfile, ShapingProxy
 from pipeline.tasks import cancel_and_wait
 
 MODELS = {

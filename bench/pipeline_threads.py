@@ -31,7 +31,7 @@ from pathlib import Path
 from camoffload.perf.ceiling import model_alone_fps_in_processes
 from camoffload.perf.cpu import CpuMeter
 from camoffload.perf.mqtt_load import drive_pipeline
-from camoffload.perf.run import BenchSettings, _broker, _group
+from camoffload.perf.run import BenchSettings, bench_broker, bench_layout
 from camoffload.perf.workload import PAYLOADS, make_workload
 from pipeline.inference import Classifier
 
@@ -143,8 +143,8 @@ async def _run(payload: str, rounds: int, frames: int, *, window: int, ceiling: 
     classifier = Classifier.by_name(settings.model, "cpu")
     workload = make_workload(payload, classifier, frames)  # type: ignore[arg-type]
     del classifier
-    with _broker() as (url, broker_pid):
-        group = _group(url, settings, 2)
+    with bench_broker() as (url, broker_pid):
+        group = bench_layout(url, settings, 2)
         await group.processes.start()
         try:
             warm = dataclasses.replace(workload, payloads=workload.payloads[:1000])

@@ -4,7 +4,7 @@
         [--router pipeline/models/shipped/fmnist_exit_resnet.router.pt] [--seeds 5] [--boot 500]
 
 Offline, on the whole Fashion-MNIST test split: exit ``split``'s and the final exit's
-outputs are computed once (cached, see pipeline/training/router.py). Coverage is the
+outputs are computed once (cached, see camoffload/training/router.py). Coverage is the
 share of images answered locally: each policy keeps the round(coverage * N) images it
 scores highest; accuracy takes the local answer where kept and the final exit's where
 sent. The oracle knows which images the cloud fixes (the best any router can do). The
@@ -24,8 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from pipeline.models.router import default_router_path, load_router
-from pipeline.training.router import (
+from camoffload.training.router import (
     COVERAGES,
     ExitOutputs,
     RouterOptions,
@@ -35,6 +34,7 @@ from pipeline.training.router import (
     outcomes,
     policy_scores,
 )
+from pipeline.models.router import default_router_path, load_router
 
 # Kag et al., ICLR 2023 (DESIGN.md): MobileNetV3 48M MACs on ImageNet, base 67.6%.
 PAPER = {"entropy": {0.9: 0.707, 0.7: 0.749}, "router": {0.9: 0.716, 0.7: 0.768}}

@@ -30,11 +30,11 @@ import torch
 
 from cloud_worker.processing import Pending, process_batch
 from pipeline.codecs import encode_jpeg
+from pipeline.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist
 from pipeline.inference import Classifier, resolve_device
 from pipeline.models import get_model_spec
 from pipeline.protocol import FrameRequest, PayloadCodec, Result, TensorDType
 from pipeline.topics import ReplyTarget
-from pipeline.training.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist
 
 _TARGET = ReplyTarget(topic="bench/results/edge", properties=None)
 
@@ -75,7 +75,7 @@ def _fmnist_workloads(root: Path, count: int) -> list[Workload]:
         for i, image in enumerate(images)
     ]
     classifier = Classifier.by_name(model, "cpu")
-    network = classifier._network  # the edge part of the same weights
+    network = classifier.network  # the edge part of the same weights
     assert network is not None
     with torch.inference_mode():
         activations = network.edge_part(1)(classifier.preprocess(list(images))).activation

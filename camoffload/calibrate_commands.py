@@ -80,7 +80,7 @@ def _degrade(
 
 
 def _fit(xs: list[float], fit_acc: list[float], held_acc: list[float]) -> FittedCurve:
-    from pipeline.gompertz import fit_gompertz, r_squared
+    from camoffload.gompertz_fit import fit_gompertz, r_squared
 
     fit = fit_gompertz(xs, fit_acc)
     predicted = fit.curve.evaluate(xs).tolist()

@@ -19,8 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from camoffload.lifecycle import run_with_signals
+from camoffload.netem import PRESETS, LinkProfile, ShapingProxy
 from pipeline.errors import ConfigError
-from pipeline.netem import PRESETS, LinkProfile, ShapingProxy
 from pipeline.tasks import cancel_and_wait
 
 __all__ = ["add_link_command", "run_link_command"]

@@ -19,7 +19,7 @@ async def shaped_link(config: Config, profile: str | None) -> AsyncIterator[Conf
     if profile is None or profile == "direct":
         yield config
         return
-    from pipeline.netem import LinkProfile, ShapingProxy
+    from camoffload.netem import LinkProfile, ShapingProxy
 
     link = LinkProfile.parse(profile)
     upstream = (config.broker.host, config.broker.port)

@@ -20,7 +20,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from pipeline.training.datasets import DATASETS
+    from pipeline.datasets import DATASETS
 
     def by_dataset(field: str) -> str:
         return ", ".join(f"{getattr(info, field)} for {name}" for name, info in DATASETS.items())
@@ -96,10 +96,10 @@ def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def run_train(args: argparse.Namespace, argv: list[str]) -> int:
+    from camoffload.training.trainer import TrainOptions, train
+    from pipeline.datasets import get_dataset
     from pipeline.inference import resolve_device
     from pipeline.models import EarlyExitConfig
-    from pipeline.training.datasets import get_dataset
-    from pipeline.training.trainer import TrainOptions, train
 
     dataset = get_dataset(args.dataset)
     data_dir = (args.data_dir or dataset.default_root).expanduser()
@@ -148,8 +148,8 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def run_profile(args: argparse.Namespace) -> int:
+    from camoffload.model_profile import format_profile, profile_early_exit
     from pipeline.inference import resolve_device
-    from pipeline.models.profile import format_profile, profile_early_exit
 
     report = profile_early_exit(
         args.model,

@@ -40,8 +40,8 @@ def add_router_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def run_router_command(args: argparse.Namespace) -> int:
+    from camoffload.training.router import DEFAULT_CACHE, RouterOptions, describe, train_router
     from pipeline.models.router import default_router_path
-    from pipeline.training.router import DEFAULT_CACHE, RouterOptions, describe, train_router
 
     # The command that reproduces this router, every setting spelled out.
     argv = ["camoffload", "train-router", "--model", args.model, "--split", str(args.split)]

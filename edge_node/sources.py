@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.codecs import Image
+from pipeline.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist
 from pipeline.errors import DatasetError, SourceError
-from pipeline.training.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist
 
 __all__ = [
     "DATASET_SOURCE_FORMS",

@@ -49,7 +49,6 @@ MAX_CALIBRATION_BYTES = 1_000_000  # a calibration is a few kB; refuse anything 
 CalibrationCodec = Literal["jpeg", "jpeg-abbrev"]
 
 
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OperatingPoint:
     """One way of sending a frame: JPEG ``quality`` at ``scale`` of its resolution."""

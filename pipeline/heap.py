@@ -5,8 +5,8 @@ CPython's cyclic collector walks every tracked object in the generation it colle
 worker or an edge has ~350,000 of them once torch, OpenCV and a model are loaded, nearly
 all alive for the whole run, and a full (generation 2) collection walks all of them while
 holding the GIL: measured on the 2-core box, 150-185 ms with the event loop stopped
-(``bench/gc_pause.py``). That is a loop stall at a random moment under load, longer than
-many frames' deadlines.
+(docs/performance.md). That is a loop stall at a random moment under load, longer than many
+frames' deadlines.
 
 :func:`freeze_heap` collects once, then moves every object still alive into the
 permanent generation (:func:`gc.freeze`), which collections skip; a full collection then

@@ -174,7 +174,7 @@ class Classifier:
         if self.dtype != torch.float16 and all(a.dtype == np.float16 for a in plain):
             # NumPy casts float16 one element at a time (~115 us for a 75 KB split
             # activation here); torch converts a whole batch with vector instructions
-            # (~6 us a frame; bench/split_stack.py). Stacking stays a plain copy, and
+            # (~6 us a frame; docs/data/performance-history.md). Stacking stays a copy, and
             # on CUDA half the bytes cross the bus.
             half, half_batch = self._staging.array((len(plain), *shape), torch.float16)
             for i, array in enumerate(plain):

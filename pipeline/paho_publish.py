@@ -4,8 +4,8 @@ paho-mqtt 2.x (``paho.mqtt._packet.decode_publish``) peels a PUBLISH apart with
 ``struct.unpack(f"!H{n}s", packet)``, which copies everything after the field it reads,
 once per field (topic length, topic, packet id), and ``Properties.unpack`` slices the
 rest of the packet once per property: a 600 KB bundle of split activations was copied
-~7 times before our code saw it. ``.venv/bin/python bench/paho_publish.py`` measures
-both on the same packets (1,313 -> 38 us for 600 KB on the 2-core box).
+~7 times before our code saw it. Both on the same packets: 1,313 -> 38 us for 600 KB
+on the 2-core box (``bench/paho_publish.py``, since removed, still in commit e6dd3de).
 
 :func:`install` swaps in :func:`decode_publish`, which reads the same fields at offsets
 in a ``memoryview`` and copies the topic, the properties and the payload once each. It

@@ -6,8 +6,8 @@ the worker computes ``codes * scale + offset``. The error is at most ``scale / 2
 element. The cloud part does not notice it: on the Fashion-MNIST test set (10,000
 images, the committed ``fmnist_exit_resnet``), top-1 after split 1 was 94.73% from uint8
 codes against 94.71% from float16 and from float32 (2 labels of 10,000 changed), and
-the same 94.71% at splits 2 and 3 (``.venv/bin/python bench/split_quantization.py``;
-docs/performance.md has the table).
+the same 94.71% at splits 2 and 3 (measured with ``bench/split_quantization.py``, since
+removed, still in commit e6dd3de; docs/performance.md has the table).
 
 Halving the bytes halves what every copy on the way costs (the edge's encoding, the
 broker's two copies and the kernel's four, the worker's receive and decode), and what

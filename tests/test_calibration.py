@@ -15,8 +15,8 @@ from camoffload.calibrate_commands import add_calibrate_command, run_calibrate_c
 from edge_node.quality import FixedQuality, GompertzQuality, make_quality_policy
 from pipeline.calibration import CalibrationError, load_calibration
 from pipeline.config import load_config
+from pipeline.datasets import DEBIAN_FASHION_MNIST
 from pipeline.errors import ConfigError
-from pipeline.training.datasets import DEBIAN_FASHION_MNIST
 
 MODEL = "fmnist_exit_resnet"
 

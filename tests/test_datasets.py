@@ -21,9 +21,9 @@ import pytest
 import torch
 
 from camoffload.cli import main
-from pipeline.models import EarlyExitConfig, read_manifest
-from pipeline.training.augment import random_crop_flip
-from pipeline.training.datasets import (
+from camoffload.training.augment import random_crop_flip
+from camoffload.training.trainer import TrainOptions, train
+from pipeline.datasets import (
     CIFAR10_LABELS,
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -35,7 +35,7 @@ from pipeline.training.datasets import (
     load_fashion_mnist,
     read_idx,
 )
-from pipeline.training.trainer import TrainOptions, train
+from pipeline.models import EarlyExitConfig, read_manifest
 
 needs_fashion_mnist = pytest.mark.skipif(
     not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian dataset-fashion-mnist is not installed"

@@ -23,6 +23,7 @@ from edge_node.backpressure import OffloadGovernor
 from edge_node.ledger import LedgerError, summarize_ledger_file
 from edge_node.sources import CapturedFrame, DatasetSource
 from pipeline.config import Config
+from pipeline.datasets import DEBIAN_FASHION_MNIST
 from pipeline.inference import Classifier
 from pipeline.protocol import (
     ErrorCode,
@@ -32,7 +33,6 @@ from pipeline.protocol import (
     WorkerStatus,
 )
 from pipeline.topics import reply_target
-from pipeline.training.datasets import DEBIAN_FASHION_MNIST
 from tests._helpers import client, running_worker
 
 pytestmark = pytest.mark.skipif(

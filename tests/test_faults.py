@@ -14,7 +14,7 @@ frame waited much past its deadline. Then what the fault should have done is che
   at their deadline or locally, and offloading resumes;
 - a worker slower than every deadline: nothing is answered by the cloud, every frame
   falls back in time, the edge ends on its own and the worker stays up;
-- a short soak (``bench/soak.py --minutes 0.75``): every frame decided, RSS levels off.
+- a short soak (``tests/harness/soak.py --minutes 0.75``): every frame decided, RSS levels off.
 
 Slow (about two and a half minutes here): run with ``pytest -m slow``.
 """
@@ -39,13 +39,13 @@ import pytest
 
 from broker import BrokerProcess, mosquitto_broker
 from camoffload.cli import main as cli_main
+from camoffload.netem import LinkProfile, ShapingProxy
 from edge_node.ledger import LedgerError, summarize_ledger_file
 from edge_node.ledger_rows import FrameRecord, iter_frames
 from pipeline.config import Config, load_config
+from pipeline.datasets import DEBIAN_FASHION_MNIST
 from pipeline.errors import ProtocolError
-from pipeline.netem import LinkProfile, ShapingProxy
 from pipeline.protocol import Decision, WorkerStatus
-from pipeline.training.datasets import DEBIAN_FASHION_MNIST
 from tests._helpers import client
 
 pytestmark = [
@@ -533,7 +533,7 @@ def test_worker_slower_than_every_deadline(
 
 @pytest.mark.timeout(300)
 def test_a_short_soak_decides_every_frame_and_memory_levels_off() -> None:
-    """``bench/soak.py`` for 45 s: a worker and an edge (child processes, threshold
+    """``tests/harness/soak.py`` for 45 s: a worker and an edge (child processes, threshold
     policy, 80 frames/s) with RSS and event-loop lag sampled every second.
 
     RSS may grow by at most 25% after the warm-up here, against 10% for the 10-minute
@@ -544,7 +544,7 @@ def test_a_short_soak_decides_every_frame_and_memory_levels_off() -> None:
     held each request or reply (~50 kB with its buffers) would.
     """
     root = Path(__file__).resolve().parents[1]
-    argv = [str(root / "bench" / "soak.py"), "--minutes", "0.75", "--sample-s", "1"]
+    argv = [str(root / "tests" / "harness" / "soak.py"), "--minutes", "0.75", "--sample-s", "1"]
     done = subprocess.run(
         [sys.executable, *argv, "--warmup", "0.4"],
         cwd=root,

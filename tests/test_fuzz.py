@@ -11,7 +11,7 @@ junk values (hypothesis).
 Each property runs twice: ``quick`` (100 examples) in the default run, ``large``
 (``CAMOFFLOAD_FUZZ_EXAMPLES``, 2,000 by default) marked slow; the worker's
 decode-and-classify property a tenth of that (it runs the model). The slow run also starts
-``bench/fuzz_worker.py`` against a real worker process (5,000 MQTT inputs). A summary
+``tests/harness/fuzz_worker.py`` against a real worker process (5,000 MQTT inputs). A summary
 line of the inputs tried is written at the end of the module.
 
 Findings this fuzzing made are tests at the end, each with its minimal input: a JPEG
@@ -21,7 +21,6 @@ whose header claims a huge size, a label no model could produce, NaN tensors.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import os
 import re
@@ -35,6 +34,7 @@ from typing import Any
 
 import aiomqtt
 import msgpack
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -397,7 +397,7 @@ def test_the_worker_answers_every_decodable_request_once_and_never_raises(
                 request = FrameRequest.from_bytes(data)
             except ProtocolError:
                 continue
-            requests.append(dataclasses.replace(request, frame_id=f"m{i}"))
+            requests.append(msgspec.structs.replace(request, frame_id=f"m{i}"))
         batch = [_pending(r) for r in [*requests, control]]
         replies = process_batch(batch, classifier, "w1")
         assert [reply.frame_id for _, reply in replies] == [p.request.frame_id for p in batch]
@@ -488,7 +488,7 @@ def test_the_edge_status_consumers_never_raise(budget: int) -> None:
     check()
 
 
-# -- the worker over MQTT (bench/fuzz_worker.py) ---------------------------------------------
+# -- the worker over MQTT (tests/harness/fuzz_worker.py) ----------------------------------
 
 
 @pytest.mark.slow
@@ -498,7 +498,14 @@ def test_a_real_worker_survives_5000_malformed_inputs_and_answers_each_once() ->
     oversize checks (our 8 MiB limit: an error reply; the broker's 17 MiB: the sender is
     disconnected), then a valid frame. Every input is answered exactly once."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "fuzz_worker.py"), "--inputs", "5000", "--seed", "7"],
+        [
+            sys.executable,
+            str(ROOT / "tests" / "harness" / "fuzz_worker.py"),
+            "--inputs",
+            "5000",
+            "--seed",
+            "7",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import cv2
+import msgspec
 import numpy as np
 import pytest
 
+from camoffload.gompertz_fit import fit_gompertz, r_squared
 from cloud_worker.processing import Pending, process_batch
 from pipeline.codecs import (
     decode_jpeg,
@@ -18,7 +19,7 @@ from pipeline.codecs import (
     jpeg_tables,
 )
 from pipeline.errors import CodecError, ProtocolError
-from pipeline.gompertz import GompertzCurve, fit_gompertz, r_squared
+from pipeline.gompertz import GompertzCurve
 from pipeline.inference import Classifier
 from pipeline.protocol import ErrorCode, ErrorReply, FrameRequest, PayloadCodec, Result
 from pipeline.topics import ReplyTarget
@@ -147,14 +148,14 @@ def test_the_worker_answers_an_abbreviated_frame_like_the_full_one(
     image = frames[3]
     full = jpeg_request(image, frame_id="full", quality=40)
     short = FrameRequest.from_bytes(
-        dataclasses.replace(
+        msgspec.structs.replace(
             full,
             frame_id="short",
             codec=PayloadCodec.JPEG_ABBREV,
             payload=encode_jpeg_abbreviated(image, 40),
         ).to_bytes()
     )
-    broken = dataclasses.replace(short, frame_id="broken", payload=short.payload[:40])
+    broken = msgspec.structs.replace(short, frame_id="broken", payload=short.payload[:40])
     replies = [r for _, r in process_batch([_pending(full), _pending(short), _pending(broken)],
                                             classifier, "w1")]  # fmt: skip
     assert isinstance(replies[0], Result)
@@ -170,4 +171,4 @@ def test_an_abbreviated_frame_needs_a_quality() -> None:
     image = np.zeros((8, 8, 1), dtype=np.uint8)
     request = jpeg_request(image)
     with pytest.raises(ProtocolError, match="jpeg-abbrev frame needs 'quality'"):
-        dataclasses.replace(request, codec=PayloadCodec.JPEG_ABBREV, quality=None)
+        msgspec.structs.replace(request, codec=PayloadCodec.JPEG_ABBREV, quality=None)

@@ -17,9 +17,9 @@ import pytest
 from edge_node import EdgeNode, Ledger
 from edge_node.sources import DatasetSource
 from pipeline.config import Config
+from pipeline.datasets import DEBIAN_FASHION_MNIST
 from pipeline.heap import freeze_heap
 from pipeline.inference import Classifier
-from pipeline.training.datasets import DEBIAN_FASHION_MNIST
 from tests._helpers import running_worker
 
 MODEL = "fmnist_exit_resnet"

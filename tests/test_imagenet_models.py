@@ -3,9 +3,10 @@
 The photos are OpenCV's documentation samples (Debian package ``opencv-doc``), named with
 their accepted ImageNet-1k classes in ``tests/data/imagenet_local_labels.csv``; the
 accuracy tests skip when fewer than 3 of them are on disk. The bars are what
-``bench/imagenet_local_top1.py`` measured, less a margin, and a randomly initialised
-network is shown to fall below them (it gets 0 top-1 and 0 top-5), so they check the
-weights and not only the shapes. Inference over all photos is marked slow (~10 s here).
+docs/models.md reports (measured with ``bench/imagenet_local_top1.py``, since removed),
+less a margin, and a randomly initialised network is shown to fall below them (it gets 0
+top-1 and 0 top-5), so they check the weights and not only the shapes. Inference over all
+photos is marked slow (~10 s here).
 """
 
 from __future__ import annotations

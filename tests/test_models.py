@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from camoffload.cli import main
+from camoffload.model_profile import profile_network
+from pipeline.datasets import DEBIAN_FASHION_MNIST
 from pipeline.errors import ModelError
 from pipeline.models import (
     EarlyExitConfig,
@@ -20,8 +22,6 @@ from pipeline.models import (
     load_early_exit,
     read_manifest,
 )
-from pipeline.models.profile import profile_network
-from pipeline.training.datasets import DEBIAN_FASHION_MNIST
 
 TINY = EarlyExitConfig(widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1))
 needs_fashion_mnist = pytest.mark.skipif(

@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 
 from broker import BrokerInfo
+from camoffload.netem import PRESETS, LinkDirection, LinkProfile, Outage, ShapingProxy
 from pipeline.config import load_config
 from pipeline.errors import ConfigError, TransportError
-from pipeline.netem import PRESETS, LinkDirection, LinkProfile, Outage, ShapingProxy
 from tests._helpers import client, next_message
 
 REPO = Path(__file__).resolve().parents[1]
@@ -493,7 +493,7 @@ def test_refused_upstream_closes_the_client_and_is_logged(
                 assert await asyncio.wait_for(reader.read(1), 2) == b""
             assert proxy.stats().upstream_failures == 1
 
-    with caplog.at_level(logging.WARNING, logger="pipeline.netem.proxy"):
+    with caplog.at_level(logging.WARNING, logger="camoffload.netem.proxy"):
         _run(scenario)
     assert "unreachable" in caplog.text
 

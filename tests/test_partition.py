@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -176,8 +177,8 @@ def test_worker_wait_and_time_per_image_from_status() -> None:
         worker_id="w1", online=True, ts=0.0, queue_depth=3, latency_ms_per_image=2.0
     )
     load.on_status(status)
-    load.on_status(dataclasses.replace(status, worker_id="w2", queue_depth=1,
-                                       latency_ms_per_image=4.0))  # fmt: skip
+    load.on_status(msgspec.structs.replace(status, worker_id="w2", queue_depth=1,
+                                           latency_ms_per_image=4.0))  # fmt: skip
     # waits 3 x 2 = 6 and 1 x 4 = 4 -> 5; per image (2 + 4) / 2 = 3
     assert load.wait_and_per_image_ms() == (5.0, 3.0)
     now[0] = 6.0  # both stale

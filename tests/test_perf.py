@@ -16,7 +16,7 @@ from camoffload.bench_commands import add_bench_options, bench_settings
 from camoffload.perf.mqtt_load import LoadResult
 from camoffload.perf.report import format_report, ratios
 from camoffload.perf.run import QUICK, BenchSettings, Measured, PayloadReport, Row
-from pipeline.training.datasets import DEBIAN_FASHION_MNIST
+from pipeline.datasets import DEBIAN_FASHION_MNIST
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,6 +8,7 @@ import dataclasses
 import math
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from edge_node import EdgeNode, Ledger, LedgerSummary
@@ -23,10 +24,10 @@ from pipeline.calibration import (
     save_calibration,
 )
 from pipeline.config import Config
+from pipeline.datasets import DEBIAN_FASHION_MNIST
 from pipeline.gompertz import GompertzCurve
 from pipeline.inference import Classifier
 from pipeline.protocol import PayloadCodec, WorkerStatus
-from pipeline.training.datasets import DEBIAN_FASHION_MNIST
 from tests._helpers import running_worker
 
 MODEL = "fmnist_exit_resnet"
@@ -225,9 +226,9 @@ def test_worker_load_from_retained_status() -> None:
         worker_id="w1", online=True, ts=0.0, queue_depth=3, latency_ms_per_image=2.0
     )
     load.on_status(status)
-    load.on_status(dataclasses.replace(status, worker_id="w2", queue_depth=0))
+    load.on_status(msgspec.structs.replace(status, worker_id="w2", queue_depth=0))
     assert load.estimated_ms() == pytest.approx(((3 + 1) * 2.0 + 1 * 2.0) / 2)  # 5 ms
-    load.on_status(dataclasses.replace(status, worker_id="w2", online=False))
+    load.on_status(msgspec.structs.replace(status, worker_id="w2", online=False))
     assert load.estimated_ms() == pytest.approx(8.0)
     clock.now = 10.0  # stale
     assert load.estimated_ms() == 0.0

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.datasets import load_fashion_mnist
 from pipeline.inference import Classifier
 from pipeline.quantize import QuantizedTensor, dequantize_batch, quantize, wire_activation
-from pipeline.training.datasets import load_fashion_mnist
 
 MODEL = "fmnist_exit_resnet"
 

@@ -16,6 +16,14 @@ import numpy as np
 import pytest
 import torch
 
+from camoffload.training.router import (
+    ExitOutputs,
+    accuracy_at_coverage,
+    coverage_threshold,
+    fit_router,
+    outcomes,
+    policy_scores,
+)
 from edge_node.local_model import LocalModel, LocalOutput
 from edge_node.policies import (
     ConfidenceThreshold,
@@ -35,14 +43,6 @@ from pipeline.models.router import (
     load_router,
     max_softmax_score,
     save_router,
-)
-from pipeline.training.router import (
-    ExitOutputs,
-    accuracy_at_coverage,
-    coverage_threshold,
-    fit_router,
-    outcomes,
-    policy_scores,
 )
 
 MODEL = "fmnist_exit_resnet"
@@ -320,7 +320,7 @@ def test_committed_router_scores_local_model_outputs() -> None:
 def harness_frames() -> tuple[object, list[LocalOutput]]:
     from camoffload.eval.frames import PreparedData
     from camoffload.eval.suite import DataSpec
-    from pipeline.training.datasets import load_fashion_mnist
+    from pipeline.datasets import load_fashion_mnist
 
     test = load_fashion_mnist(split="test").head(50)
     spec = DataSpec(name="fmnist", source="fashion-mnist:test", cloud_model=MODEL)
@@ -337,10 +337,10 @@ def test_harness_coverage_uses_each_policys_own_score(
     harness_frames: tuple[object, list[LocalOutput]],
 ) -> None:
     """The eval harness turns ``coverage`` into a threshold on the policy's own scores."""
-    from camoffload.eval.runner import _LocalModels
+    from camoffload.eval.runner import LocalModels
 
     data, outputs = harness_frames
-    models = _LocalModels()
+    models = LocalModels()
     for policy in ("threshold", "entropy", "router"):
         edge = EdgeConfig(local_model=MODEL, policy=policy)
         scores = asyncio.run(models.confidences(MODEL, 1, data, edge))  # type: ignore[arg-type]

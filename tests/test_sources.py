@@ -20,8 +20,8 @@ from edge_node.sources import (
     _opencv_errors,
     open_source,
 )
+from pipeline.datasets import DEBIAN_FASHION_MNIST, LabelledImages, load_fashion_mnist
 from pipeline.errors import SourceError
-from pipeline.training.datasets import DEBIAN_FASHION_MNIST, LabelledImages, load_fashion_mnist
 
 needs_fashion_mnist = pytest.mark.skipif(
     not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian dataset-fashion-mnist is not installed"

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from camoffload.training.evaluate import predict_exits
 from pipeline.codecs import decode_jpeg, encode_jpeg
+from pipeline.datasets import DEBIAN_FASHION_MNIST, LabelledImages, load_fashion_mnist
 from pipeline.inference import Classifier
 from pipeline.models import default_models_dir, get_model_spec, load_early_exit
 from pipeline.models.weights import sha256_of
-from pipeline.training.datasets import DEBIAN_FASHION_MNIST, LabelledImages, load_fashion_mnist
-from pipeline.training.evaluate import predict_exits
 
 MODEL = "fmnist_exit_resnet"
 pytestmark = pytest.mark.skipif(

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 import msgpack
+import msgspec
 import numpy as np
 import torch
 
@@ -139,7 +140,7 @@ def test_requests_the_worker_cannot_serve_are_refused_with_a_code(
             model="efficientnet_lite0",
             split_stage=2,
         )
-        corrupt = dataclasses.replace(
+        corrupt = msgspec.structs.replace(
             jpeg_request(frames[0], frame_id="corrupt"), payload=b"\xff\xd8\xff\xe0 broken"
         )
         requests = [

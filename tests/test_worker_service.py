@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 import torch
@@ -23,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.codecs import Image
 from pipeline.config import Config
+from pipeline.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist
 from pipeline.inference import Classifier, Prediction
 from pipeline.protocol import (
     ErrorCode,
@@ -34,7 +36,6 @@ from pipeline.protocol import (
     WorkerStatus,
     decode_reply,
 )
-from pipeline.training.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist
 from tests._helpers import LoopLag, client, jpeg_request, next_message, running_worker
 
 pytestmark = pytest.mark.skipif(
@@ -223,7 +224,7 @@ def test_tensor_and_intermediate_requests_continue_where_the_edge_stopped(
     fmnist_config: Config, fmnist_images: list[np.ndarray]
 ) -> None:
     classifier = _fresh_classifier()
-    network = classifier._network
+    network = classifier.network
     assert network is not None
     images = fmnist_images[:6]
     reference = [p.label for p in classifier.predict(images)]
@@ -258,8 +259,8 @@ def test_tensor_and_intermediate_requests_continue_where_the_edge_stopped(
                     **common,  # type: ignore[arg-type]
                 )
             )
-    wrong_split = dataclasses.replace(requests[1], frame_id="bad-split", split_stage=2)
-    unknown_split = dataclasses.replace(requests[1], frame_id="split-9", split_stage=9)
+    wrong_split = msgspec.structs.replace(requests[1], frame_id="bad-split", split_stage=2)
+    unknown_split = msgspec.structs.replace(requests[1], frame_id="split-9", split_stage=9)
     requests += [wrong_split, unknown_split]
 
     async def scenario() -> list[Result | ErrorReply]:

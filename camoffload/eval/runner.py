@@ -51,7 +51,7 @@ from edge_node.policies import ScoredPolicy, policy_from_config
 from pipeline.config import Config, EdgeConfig, load_config
 from pipeline.errors import CamoffloadError
 
-__all__ = ["CellResult", "SuiteRun", "run_suite"]
+__all__ = ["CellResult", "LocalModels", "SuiteRun", "run_suite"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ async def run_suite(
                 break
             say(f"data {data.name}: reading {suite.run.frames} frames of {data.source}")
             prepared = await asyncio.to_thread(prepare_data, data, suite.run.frames)
-            locals_ = _LocalModels()
+            locals_ = LocalModels()
             for load in suite.loads:
                 if stop.is_set():
                     break
@@ -261,7 +261,7 @@ async def _warm_up(base: Config, data: PreparedData, suite: Suite) -> None:
 # -- one cell ----------------------------------------------------------------------------
 
 
-class _LocalModels:
+class LocalModels:
     """Local models by (name, split), loaded once per data set; keep-local scores cached."""
 
     def __init__(self) -> None:
@@ -328,7 +328,7 @@ async def _run_cell(
     suite: Suite,
     cell: Cell,
     data: PreparedData,
-    locals_: _LocalModels,
+    locals_: LocalModels,
     out_dir: Path,
     stop: asyncio.Event,
 ) -> CellResult:

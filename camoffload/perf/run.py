@@ -38,7 +38,17 @@ from pipeline.config import Config, load_config
 from pipeline.heap import freeze_heap
 from pipeline.inference import Classifier
 
-__all__ = ["QUICK", "BenchSettings", "Measured", "PayloadReport", "Row", "run_bench"]
+__all__ = [
+    "QUICK",
+    "BenchLayout",
+    "BenchSettings",
+    "Measured",
+    "PayloadReport",
+    "Row",
+    "bench_broker",
+    "bench_layout",
+    "run_bench",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +203,8 @@ async def _http_rows(settings: BenchSettings, workload: Workload, report: Payloa
 
 
 @contextlib.contextmanager
-def _broker() -> Iterator[tuple[str, int]]:
+def bench_broker() -> Iterator[tuple[str, int]]:
+    """A Mosquitto of the bench's own on an ephemeral port: its URL and pid."""
     process = mosquitto_broker(port=0)
     with process as info:
         assert process.pid is not None
@@ -201,7 +212,7 @@ def _broker() -> Iterator[tuple[str, int]]:
 
 
 @dataclass(slots=True)
-class _Group:
+class BenchLayout:
     """One worker layout: ``workers`` processes with ``threads`` torch threads each, on
     a prefix of its own (layouts run side by side without sharing frames)."""
 
@@ -217,7 +228,9 @@ class _Group:
         return f"{self.workers} worker x {self.threads} thread{pinned}"
 
 
-def _group(url: str, settings: BenchSettings, workers: int) -> _Group:
+def bench_layout(url: str, settings: BenchSettings, workers: int) -> BenchLayout:
+    """``workers`` bench worker processes (not started) on ``url``, on a prefix of their
+    own, sharing the cores among them (pinned, when ``settings.pin`` and more than one)."""
     config = load_config(
         env={}, overrides=[f"broker.url={url}", f"prefix=bench-{uuid.uuid4().hex[:8]}"]
     )
@@ -235,13 +248,13 @@ def _group(url: str, settings: BenchSettings, workers: int) -> _Group:
             *settings.worker_settings,
         ),
     )
-    return _Group(
+    return BenchLayout(
         workers, threads, worker_settings.pin, config, WorkerGroup(config, worker_settings)
     )
 
 
 async def _load_rows(
-    settings: BenchSettings, group: _Group, workload: Workload, report: PayloadReport
+    settings: BenchSettings, group: BenchLayout, workload: Workload, report: PayloadReport
 ) -> None:
     """One frame at a time (the low-load latency), then rising offered load."""
     warm = dataclasses.replace(workload, payloads=workload.payloads[:400])
@@ -260,7 +273,7 @@ async def _load_rows(
 
 async def _side_by_side(
     settings: BenchSettings,
-    groups: list[_Group],
+    groups: list[BenchLayout],
     workload: Workload,
     report: PayloadReport,
     pids: dict[str, int],
@@ -349,8 +362,8 @@ async def run_bench(
         for kind in settings.payloads:
             progress(f"{kind}: the HTTP baseline")
             await _http_rows(settings, workloads[kind], reports[kind])
-    with _broker() as (url, broker_pid):
-        groups = [_group(url, settings, workers) for workers in settings.workers]
+    with bench_broker() as (url, broker_pid):
+        groups = [bench_layout(url, settings, workers) for workers in settings.workers]
         try:
             for group in groups:
                 progress(f"starting {group.setup}")

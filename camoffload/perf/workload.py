@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from pipeline.codecs import encode_jpeg
+from pipeline.datasets import load_fashion_mnist
 from pipeline.inference import Classifier
 from pipeline.protocol import FrameRequest, PayloadCodec, TensorDType
 from pipeline.quantize import QuantizedTensor, quantize
-from pipeline.training.datasets import load_fashion_mnist
 
 __all__ = ["PAYLOADS", "PayloadKind", "Workload", "make_workload"]
 

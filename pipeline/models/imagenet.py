@@ -26,7 +26,7 @@ __all__ = [
 # EfficientNet-Lite was trained on inputs scaled as (pixel - 127) / 128, "inception
 # style", which quantises better (tensorflow/tpu efficientnet_lite_builder.py); the
 # PyTorch port's README copies the usual ImageNet mean/std instead. Measured on the
-# local labelled photos (bench/imagenet_local_top1.py --inception-norm): the right
+# local labelled photos (docs/models.md; tests/test_imagenet_models.py): the right
 # scaling lifts Lite2 from 10 to 11 of 11 top-1 and the mean score on the true class
 # from ~0.47 to ~0.62.
 EFFICIENTNET_LITE_MEAN = (127 / 255,) * 3

@@ -13,7 +13,7 @@ with the two models fixed, sending a set S costs ``sum over S of -gain(x)`` erro
 against keeping everything, so under "at most (1 - coverage) sent" the best S is the
 inputs with the largest E[gain | x]; the Lagrange multiplier of the coverage constraint
 is the threshold. One ranking serves every coverage. How it is trained:
-:mod:`pipeline.training.router`; the numbers: docs/router.md.
+:mod:`camoffload.training.router`; the numbers: docs/router.md.
 
 The alternatives it is compared with are here too, as keep-local scores over the same
 logits: :func:`max_softmax_score` and :func:`entropy_score`.

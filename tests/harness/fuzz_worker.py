@@ -20,7 +20,7 @@ come back ``bad_request``), and a message over the broker's ``max_packet_size`` 
 MiB: the broker must disconnect its sender, and nothing reaches the worker). Finally a
 valid frame must still be answered, and the worker must be the same live process.
 
-    .venv/bin/python bench/fuzz_worker.py [--inputs 100000] [--window 256] [--seed 1]
+    .venv/bin/python tests/harness/fuzz_worker.py [--inputs 100000] [--window 256] [--seed 1]
 
 The last line is ``RESULT inputs=N crashes=0 ...``; the exit status is 1 if the worker
 crashed, an input went unanswered or was answered twice, or an oversize check failed.
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import math
 import random
 import subprocess
@@ -46,6 +45,7 @@ from typing import Any
 
 import aiomqtt
 import msgpack
+import msgspec
 import numpy as np
 import psutil  # type: ignore[import-untyped]
 from paho.mqtt.packettypes import PacketTypes
@@ -639,7 +639,7 @@ async def run(args: argparse.Namespace) -> int:
                 {} if args.no_oversize or not alive else await oversize_checks(config, bases[2])
             )
             control = bases[2]
-            fresh = dataclasses.replace(control, frame_id="final", deadline_ts=time.time() + 30)
+            fresh = msgspec.structs.replace(control, frame_id="final", deadline_ts=time.time() + 30)
             final = await _one_reply(config, fresh.to_bytes(), "final") if alive else None
             alive = worker.poll() is None and worker.pid == pid
             crashes += 0 if alive or crashes else 1

@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, get_args
 
+from camoffload.netem._units import fmt_rate, fmt_time, human_rate, parse_rate, parse_time
 from pipeline.errors import ConfigError
-from pipeline.netem._units import fmt_rate, fmt_time, human_rate, parse_rate, parse_time
 
 __all__ = ["PRESETS", "LinkDirection", "LinkProfile", "Outage", "OutageMode"]
 

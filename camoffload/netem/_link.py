@@ -14,7 +14,7 @@ import math
 import random
 from collections import deque
 
-from pipeline.netem.profile import LinkDirection, Outage, OutageMode
+from camoffload.netem.profile import LinkDirection, Outage, OutageMode
 
 MAX_CHUNK = 64 * 1024
 """The most one read takes off a socket."""

@@ -8,8 +8,8 @@ import contextlib
 import socket
 import struct
 
+from camoffload.netem._link import Pipe
 from pipeline.errors import TransportError
-from pipeline.netem._link import Pipe
 
 __all__ = ["Connection", "connect", "listen_on", "receive", "send"]
 

@@ -34,6 +34,8 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F  # noqa: N812 - the torch convention
 
+from camoffload.training.evaluate import normalised_batch
+from pipeline.datasets import Split, get_dataset
 from pipeline.errors import ModelError
 from pipeline.models.early_exit import EarlyExitResNet
 from pipeline.models.router import (
@@ -49,8 +51,6 @@ from pipeline.models.router import (
     save_router,
 )
 from pipeline.models.weights import WeightsManifest, load_early_exit
-from pipeline.training.datasets import Split, get_dataset
-from pipeline.training.evaluate import normalised_batch
 
 __all__ = [
     "COVERAGES",

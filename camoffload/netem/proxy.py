@@ -2,8 +2,8 @@
 
 The kernel's netem needs root, so the link is emulated in user space: an edge connects
 to :class:`ShapingProxy` instead of the broker, and every byte it sends or receives is
-held back as the :class:`~pipeline.netem.profile.LinkProfile` says. Each direction is
-one wire shared by all connections (see :mod:`pipeline.netem._link` for the model)::
+held back as the :class:`~camoffload.netem.profile.LinkProfile` says. Each direction is
+one wire shared by all connections (see :mod:`camoffload.netem._link` for the model)::
 
     async with ShapingProxy(("127.0.0.1", 1883), LinkProfile.preset("3g")) as proxy:
         ...  # connect MQTT clients to proxy.url
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from camoffload.netem._link import Link, Outages, Pipe
+from camoffload.netem._sockets import Connection, connect, listen_on, receive, send
+from camoffload.netem.profile import LinkProfile, OutageMode
 from pipeline.errors import CamoffloadError, ConfigError, TransportError
-from pipeline.netem._link import Link, Outages, Pipe
-from pipeline.netem._sockets import Connection, connect, listen_on, receive, send
-from pipeline.netem.profile import LinkProfile, OutageMode
 from pipeline.tasks import cancel_and_wait
 
 __all__ = ["DEFAULT_QUEUE_BYTES", "ProxyStats", "ShapingProxy"]

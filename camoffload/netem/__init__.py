@@ -9,8 +9,8 @@ described by a :class:`LinkProfile` (a preset such as ``"3g"`` or a spec such as
 
 from __future__ import annotations
 
-from pipeline.netem.profile import PRESETS, LinkDirection, LinkProfile, Outage, OutageMode
-from pipeline.netem.proxy import ProxyStats, ShapingProxy
+from camoffload.netem.profile import PRESETS, LinkDirection, LinkProfile, Outage, OutageMode
+from camoffload.netem.proxy import ProxyStats, ShapingProxy
 
 __all__ = [
     "PRESETS",

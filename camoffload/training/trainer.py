@@ -7,7 +7,7 @@ exit's "dark knowledge" than from hard labels alone). Mixed precision (bfloat16)
 and GPUs that have it. A fixed seed fixes the initialisation, the data order and every
 augmentation draw.
 
-The data set (Fashion-MNIST, CIFAR-10: :data:`pipeline.training.datasets.DATASETS`)
+The data set (Fashion-MNIST, CIFAR-10: :data:`pipeline.datasets.DATASETS`)
 decides the loader, the normalisation, the padding colour and what the manifest says;
 the architecture must take its images (channels, size, classes).
 """
@@ -24,6 +24,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F  # noqa: N812 - the torch convention
 
+from camoffload.training.augment import random_crop_flip
+from camoffload.training.evaluate import normalised_batch, predict_exits
+from camoffload.training.progress import Progress
+from pipeline.datasets import DatasetError, DatasetInfo, LabelledImages, get_dataset
 from pipeline.models.early_exit import EarlyExitConfig, EarlyExitResNet
 from pipeline.models.flops import macs_per_exit
 from pipeline.models.weights import (
@@ -32,10 +36,6 @@ from pipeline.models.weights import (
     save_weights,
     write_manifest,
 )
-from pipeline.training.augment import random_crop_flip
-from pipeline.training.datasets import DatasetError, DatasetInfo, LabelledImages, get_dataset
-from pipeline.training.evaluate import normalised_batch, predict_exits
-from pipeline.training.progress import Progress
 
 __all__ = ["TrainOptions", "train"]
 
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrainOptions:
-    dataset: str = "fashion-mnist"  # a name in pipeline.training.datasets.DATASETS
+    dataset: str = "fashion-mnist"  # a name in pipeline.datasets.DATASETS
     name: str | None = None  # file stem of the weights; None = the data set's default
     data_dir: Path | None = None  # None = the data set's default folder
     out_dir: Path = Path("models")

@@ -1,4 +1,7 @@
-"""Labelled image sets for training and evaluation, read from local files.
+"""Labelled image sets for training, evaluation and replay, read from local files.
+
+The edge's ``fashion-mnist`` source replays them at run time (``edge_node/sources.py``),
+so they live in the shared core; training (:mod:`camoffload.training`) reads them too.
 
 Fashion-MNIST is read from the IDX files that Debian's ``dataset-fashion-mnist``
 installs (``/usr/share/datasets/fashion-mnist/``), gzipped or not, or from the layout
@@ -86,7 +89,6 @@ _IDX_DTYPES: dict[int, str] = {
     0x0D: ">f4",
     0x0E: ">f8",
 }
-
 
 
 @dataclass(frozen=True, slots=True)

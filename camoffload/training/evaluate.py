@@ -8,8 +8,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from pipeline.datasets import LabelledImages
 from pipeline.models.early_exit import EarlyExitResNet
-from pipeline.training.datasets import LabelledImages
 
 __all__ = ["ExitPredictions", "normalised_batch", "predict_exits"]
 

@@ -17,7 +17,7 @@ The exit status is 1 if a process died or did not exit cleanly on SIGTERM, or a 
 was left undecided or decided twice; the RSS bound is for the caller to judge (the
 test runs a short soak and allows more, see tests/test_faults.py).
 
-    .venv/bin/python bench/soak.py [--minutes 10] [--rate 80] [--sample-s 2]
+    .venv/bin/python tests/harness/soak.py [--minutes 10] [--rate 80] [--sample-s 2]
 
 The last line is ``RESULT key=value ...`` so scripts can check it.
 """
