@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
@@ -18,106 +16,15 @@ from camoffload.calibrate_commands import add_calibrate_command, run_calibrate_c
 from camoffload.config_commands import add_config_command, run_config_command
 from camoffload.eval_commands import add_eval_command, run_eval_command
 from camoffload.ledger_commands import add_ledger_command, run_ledger_command
-from camoffload.lifecycle import run_with_signals
 from camoffload.link_commands import add_link_command, run_link_command
 from camoffload.model_commands import add_model_commands, run_profile, run_train
-from camoffload.report import format_summary
 from camoffload.router_commands import add_router_command, run_router_command
-from pipeline.config import Config, load_config
+from camoffload.runtime_commands import add_runtime_commands, run_runtime_command
 from pipeline.errors import CamoffloadError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("camoffload")
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        default=os.environ.get("CAMOFFLOAD_CONFIG"),
-        help="TOML config file (default: $CAMOFFLOAD_CONFIG)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one setting (repeatable), e.g. --set edge.deadline_ms=500",
-    )
-    parser.add_argument("--broker", dest="broker_url", help="broker URL, mqtt://host:port")
-    parser.add_argument(
-        "--validate-config", action="store_true", help="print the resolved config and exit"
-    )
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
-
-
-def _worker_options(parser: argparse.ArgumentParser) -> None:
-    """Shorthands for the worker settings people change most (each is a --set too)."""
-    group = parser.add_argument_group("worker")
-    group.add_argument("--worker-id", help="worker.worker_id (also its MQTT client id)")
-    group.add_argument("--model", help="worker.model, e.g. fmnist_exit_resnet")
-    group.add_argument("--device", choices=["cpu", "cuda", "auto"], help="worker.device")
-    group.add_argument(
-        "--half", action="store_true", default=None, help="float16 inference (CUDA only)"
-    )
-    group.add_argument("--max-batch", type=int, help="worker.max_batch")
-    group.add_argument("--max-wait-ms", type=float, help="worker.max_wait_ms")
-    group.add_argument("--max-queue", type=int, help="worker.max_queue")
-    group.add_argument("--threads", type=int, help="worker.threads: torch threads in this worker")
-    group.add_argument(
-        "--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any free)"
-    )
-    group.add_argument(
-        "--slowdown",
-        type=float,
-        help="worker.slowdown: each batch takes this many times as long (load emulation)",
-    )
-
-
-def _edge_options(parser: argparse.ArgumentParser) -> None:
-    """Shorthands for the edge settings people change most (each is a --set too)."""
-    group = parser.add_argument_group("edge")
-    group.add_argument("--edge-id", help="edge.edge_id (also its MQTT client id)")
-    group.add_argument("--model", dest="cloud_model", help="edge.model: the cloud model to ask")
-    group.add_argument("--local-model", help="edge.local_model, e.g. fmnist_exit_resnet")
-    group.add_argument(
-        "--policy",
-        choices=["cloud-only", "local-only", "threshold", "entropy", "router"],
-        help="edge.policy",
-    )
-    group.add_argument("--threshold", type=float, help="edge.confidence_threshold")
-    group.add_argument("--payload", choices=["jpeg", "raw", "tensor"], help="edge.payload")
-    group.add_argument("--rate", help="edge.rate: real, max or frames/s")
-    group.add_argument("--deadline-ms", type=float, help="edge.deadline_ms")
-    group.add_argument("--ledger", help="edge.ledger_path (SQLite)")
-
-
-WORKER_SWITCH_INTERVAL_S = 0.0005
-
-_FLAG_SETTINGS = {
-    "worker_id": "worker.worker_id",
-    "model": "worker.model",
-    "device": "worker.device",
-    "half": "worker.half",
-    "max_batch": "worker.max_batch",
-    "max_wait_ms": "worker.max_wait_ms",
-    "threads": "worker.threads",
-    "max_queue": "worker.max_queue",
-    "metrics_port": "worker.metrics_port",
-    "slowdown": "worker.slowdown",
-    "edge_id": "edge.edge_id",
-    "cloud_model": "edge.model",
-    "local_model": "edge.local_model",
-    "policy": "edge.policy",
-    "threshold": "edge.confidence_threshold",
-    "payload": "edge.payload",
-    "rate": "edge.rate",
-    "deadline_ms": "edge.deadline_ms",
-    "ledger": "edge.ledger_path",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,65 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     add_broker_command(sub)
-
-    p = sub.add_parser("worker", help="run a cloud worker")
-    _common(p)
-    _worker_options(p)
-
-    p = sub.add_parser("edge", help="run an edge node on a camera, stream, video or folder")
-    _common(p)
-    where = p.add_mutually_exclusive_group(required=True)
-    sources = "camera index (0), rtsp://... URL, video file, image folder or fashion-mnist[:test]"
-    where.add_argument("source", nargs="?", help=sources)
-    where.add_argument("--source", dest="source_option", help="the same, as an option")
-    p.add_argument("--frames", type=int, default=None, help="stop after N frames")
-    p.add_argument("--quiet", action="store_true", help="no live status line")
-    _edge_options(p)
-
-    p = sub.add_parser("demo", help="broker + worker + edge replaying a video, then a summary")
-    _common(p)
-    p.add_argument(
-        "source",
-        nargs="?",
-        default=None,
-        help="default: the shipped clip (150 frames of OpenCV's vtest.avi)",
-    )
-    p.add_argument("--frames", type=int, default=50, help="frames to replay (default 50)")
-    p.add_argument(
-        "--broker-kind",
-        choices=["auto", "mosquitto", "embedded"],
-        default="auto",
-        help="local broker to start when --broker is not given (auto: mosquitto if installed)",
-    )
-    p = sub.add_parser(
-        "replay",
-        help="replay a video, image folder or data set through the pipeline, with progress",
-        description="Replay a recorded source through broker, workers and an edge, with a "
-        "progress bar and live status; every frame lands in the ledger file, then a summary. "
-        "Starts a local broker and one worker unless --broker is given.",
-    )
-    _common(p)
-    p.add_argument("source", help="video file, image folder or fashion-mnist[:test][:N]")
-    p.add_argument("--frames", type=int, default=None, help="stop after N frames")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="workers to start (default: 1 on a started broker, 0 with --broker)",
-    )
-    p.add_argument(
-        "--link",
-        help="emulate a link between edge and broker: a preset (see `camoffload link "
-        "--help`) or a spec such as rate=2mbit,delay=40ms",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--broker-kind",
-        choices=["auto", "mosquitto", "embedded"],
-        default="auto",
-        help="local broker to start when --broker is not given",
-    )
-    _edge_options(p)
+    add_runtime_commands(sub)  # worker, edge, demo, replay
     add_eval_command(sub)
     add_bench_command(sub)
     add_link_command(sub)
@@ -197,117 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_ledger_command(sub)
     add_config_command(sub)
     return parser
-
-
-def _load(args: argparse.Namespace) -> Config:
-    overrides = list(args.overrides)
-    for flag, key in _FLAG_SETTINGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    if args.broker_url:
-        overrides.append(f"broker.url={args.broker_url}")
-    return load_config(args.config, overrides=overrides)
-
-
-def _print_config(config: Config) -> None:
-    # The password field has repr=False, so secrets never reach the terminal.
-    for section in ("broker", "edge", "worker"):
-        values = dataclasses.asdict(getattr(config, section))
-        values.pop("password", None)
-        print(f"[{section}]")
-        for key, value in values.items():
-            print(f"{key} = {value!r}")
-    print(f"prefix = {config.prefix!r}")
-
-
-def _cmd_worker(config: Config) -> int:
-    from cloud_worker import CloudWorker
-
-    # The event loop hands the GIL to the inference thread after at most this long
-    # (default 5 ms): decoding a bundle must not stall the forward pass's Python parts.
-    sys.setswitchinterval(WORKER_SWITCH_INTERVAL_S)
-
-    async def main(stop: asyncio.Event) -> int:
-        # The worker drains on ``stop`` itself; a second signal cancels it outright.
-        await CloudWorker(config).run(stop=stop)
-        return 0
-
-    return run_with_signals(main)
-
-
-def _cmd_edge(config: Config, args: argparse.Namespace) -> int:
-    from edge_node import EdgeNode, Ledger, open_source
-
-    spec = args.source or args.source_option
-
-    def status_line(line: str) -> None:
-        # One line, rewritten in place on a terminal; plain lines when piped.
-        if sys.stderr.isatty():
-            print(f"\r\x1b[K{line}", end="", file=sys.stderr, flush=True)
-        else:
-            print(line, file=sys.stderr, flush=True)
-
-    async def main(stop: asyncio.Event) -> int:
-        source = await asyncio.to_thread(open_source, spec)
-        ledger = Ledger(config.edge.ledger_path)
-        try:
-            node = EdgeNode(config, source, ledger, on_status=None if args.quiet else status_line)
-            summary = await node.run(max_frames=args.frames, stop=stop)
-        finally:
-            ledger.close()
-        if not args.quiet and sys.stderr.isatty():
-            print(file=sys.stderr)
-        print(format_summary(summary, title=f"camoffload edge {config.edge.edge_id}: {spec}"))
-        return 0
-
-    return run_with_signals(main)
-
-
-def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
-    from camoffload.demo import SAMPLE_CLIP, default_video, run_demo
-
-    source = args.source or str(default_video())
-    # The shipped clip by name: its path says only where pip put the package.
-    shown = args.source or f"{SAMPLE_CLIP} (shipped sample)"
-
-    async def main(stop: asyncio.Event) -> int:
-        outcome = await run_demo(
-            config,
-            source=source,
-            frames=args.frames,
-            broker_url=args.broker_url,
-            broker_kind=args.broker_kind,
-            stop=stop,
-        )
-        title = f"camoffload demo: {shown} via {outcome.broker}, model {outcome.model}"
-        print(format_summary(outcome.summary, title=title), flush=True)
-        return 0
-
-    return run_with_signals(main)
-
-
-def _cmd_replay(config: Config, args: argparse.Namespace) -> int:
-    from camoffload.replay import ReplayOptions, run_replay
-
-    options = ReplayOptions(
-        source=args.source,
-        frames=args.frames,
-        broker_url=args.broker_url,
-        broker_kind=args.broker_kind,
-        workers=args.workers,
-        link=args.link,
-        progress=not args.no_progress,
-    )
-
-    async def main(stop: asyncio.Event) -> int:
-        outcome = await run_replay(config, options, stop=stop)
-        title = f"camoffload replay: {args.source} via {outcome.broker}"
-        print(format_summary(outcome.summary, title=title))
-        print(f"ledger                {outcome.ledger_path}", flush=True)
-        return 0
-
-    return run_with_signals(main)
 
 
 def _errors(exc: BaseException) -> list[CamoffloadError]:
@@ -346,17 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_router_command(args)
         if args.command == "config":
             return run_config_command(args)
-        config = _load(args)
-        if args.validate_config:
-            _print_config(config)
-            return 0
-        if args.command == "worker":
-            return _cmd_worker(config)
-        if args.command == "edge":
-            return _cmd_edge(config, args)
-        if args.command == "replay":
-            return _cmd_replay(config, args)
-        return _cmd_demo(config, args)
+        return run_runtime_command(args)
     except asyncio.CancelledError:
         logger.warning("aborted")
         return 130

@@ -1,6 +1,6 @@
 """Reading a ledger file's frames back, one record per frame, for analysis and export.
 
-Reads with a read-only connection (see ``edge_node.ledger``), so it never changes,
+Reads with a read-only connection (see ``edge_node.ledger_file``), so it never changes,
 checkpoints or locks out the edge still writing the file. Columns a newer schema adds
 are kept in ``extra``; a record is a plain row, not a live view.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_node.ledger import _reader
+from edge_node.ledger_file import open_reader
 
 __all__ = ["FrameRecord", "iter_frames"]
 
@@ -53,7 +53,7 @@ class FrameRecord:
 
 def iter_frames(path: str | Path, *, run_id: str | None = None) -> Iterator[FrameRecord]:
     """Every frame of ``run_id`` (or of every run) in capture order."""
-    with _reader(path) as (conn, _):
+    with open_reader(path) as (conn, _):
         where, params = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
         cursor = conn.execute(f"SELECT * FROM frames {where} ORDER BY run_id, seq", params)  # noqa: S608 - constant fragments, bound values
         names = [d[0] for d in cursor.description]

@@ -25,59 +25,24 @@ import logging
 import platform
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from broker import local_broker
-from camoffload.eval.frames import (
-    PacedFrames,
-    PreparedData,
-    prepare_data,
-    resolve_source,
-)
-from camoffload.eval.load import LoadProcess
-from camoffload.eval.measures import CellMeasures, frame_rows, measure
-from camoffload.eval.suite import Cell, DataSpec, LoadSpec, Suite
+from camoffload.eval.cell import CellResult, LocalModels, run_cell
+from camoffload.eval.frames import prepare_data
+from camoffload.eval.measures import CellMeasures
+from camoffload.eval.servers import serve_load, suite_broker
+from camoffload.eval.suite import Cell, Suite
 from camoffload.links import shaped_link
-from camoffload.processes import WorkerGroup, WorkerSettings
-from edge_node import EdgeNode, Ledger, LocalModel
-from edge_node.ledger_rows import iter_frames
-from edge_node.policies import ScoredPolicy, policy_from_config
-from pipeline.config import Config, EdgeConfig, load_config
+from pipeline.config import Config
 from pipeline.errors import CamoffloadError
 
 __all__ = ["CellResult", "LocalModels", "SuiteRun", "run_suite"]
 
 logger = logging.getLogger(__name__)
-
-_WARMUP_FRAMES = 24  # through each new worker group first, so no cell pays its start-up
-
-
-@dataclass(frozen=True, slots=True)
-class CellResult:
-    data: str
-    load: str
-    link: str
-    strategy: str
-    settings: dict[str, Any]  # the measured edge's edge.* settings, thresholds resolved
-    measures: CellMeasures
-    wall_s: float
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "data": self.data,
-            "load": self.load,
-            "link": self.link,
-            "strategy": self.strategy,
-            "settings": self.settings,
-            **self.measures.as_dict(),
-            "wall_s": round(self.wall_s, 3),
-        }
 
 
 @dataclass(slots=True)
@@ -111,7 +76,7 @@ async def run_suite(
     meta = _meta(suite, command)
     started = time.monotonic()
     results: list[CellResult] = []
-    async with _broker(broker_url) as base:
+    async with suite_broker(broker_url) as base:
         base = _with_prefix(base, f"eval-{suite.name}-{int(time.time())}")
         meta["broker"] = base.broker.url
         done = 0
@@ -125,7 +90,7 @@ async def run_suite(
             for load in suite.loads:
                 if stop.is_set():
                     break
-                async with _server(base, suite, prepared, load, say) as background:
+                async with serve_load(base, suite, prepared, load, say) as background:
                     for link in suite.links:
                         if stop.is_set():
                             break
@@ -136,7 +101,7 @@ async def run_suite(
                                 cell = Cell(data, load, link, strategy)
                                 done += 1
                                 say(f"[{done}/{suite.size}] {cell.key}")
-                                result = await _run_cell(
+                                result = await run_cell(
                                     edge_base, suite, cell, prepared, locals_, out_dir, stop
                                 )
                                 results.append(result)
@@ -174,216 +139,8 @@ def _append(path: Path, row: dict[str, Any]) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-# -- processes ---------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def _broker(url: str | None) -> AsyncIterator[Config]:
-    if url is not None:
-        yield load_config(env={}, overrides=[f"broker.url={url}"])
-        return
-    process = local_broker("auto")
-    info = await asyncio.to_thread(process.start)
-    try:
-        yield load_config(
-            env={},
-            overrides=[
-                f"broker.url={info.url}",
-                f"broker.protocol={info.protocol}",
-                f"worker.shared_subscription={info.shared_subscriptions}",
-            ],
-        )
-    finally:
-        await asyncio.to_thread(process.stop)
-
-
 def _with_prefix(config: Config, prefix: str) -> Config:
     return dataclasses.replace(config, prefix=prefix)
-
-
-@contextlib.asynccontextmanager
-async def _server(
-    base: Config, suite: Suite, data: PreparedData, load: LoadSpec, say: Progress
-) -> AsyncIterator[LoadProcess | None]:
-    """Workers for ``data``'s model under ``load``, warmed up, and the background load
-    (whose counts are on the yielded process once the block ends)."""
-    spec = data.spec
-    settings = WorkerSettings(
-        model=spec.cloud_model,
-        count=suite.run.workers,
-        max_batch=suite.run.max_batch,
-        slowdown=load.slowdown,
-        group_tag=f"{spec.name}-{load.name}",
-    )
-    say(f"starting {settings.count} worker(s) for {spec.cloud_model} ({load.name})")
-    workers = WorkerGroup(base, settings)
-    await workers.start()
-    background: LoadProcess | None = None
-    try:
-        await _warm_up(base, data, suite)
-        if load.edges:
-            background = LoadProcess(
-                broker_url=base.broker.url,
-                prefix=base.prefix,
-                edges=load.edges,
-                rate=load.rate,
-                # Other cameras' frames: the training split where there is one.
-                source=resolve_source(spec.source.replace(":test", ":train")),
-                model=spec.cloud_model,
-                deadline_ms=suite.run.deadline_ms,
-                max_in_flight=suite.run.max_in_flight,
-            )
-            background.start()
-            await asyncio.sleep(suite.run.warmup_s)
-            if not background.running:
-                raise CamoffloadError(f"background load stopped: {background.exit_message()}")
-        yield background
-    finally:
-        try:
-            if background is not None:
-                await asyncio.to_thread(background.stop)
-        finally:
-            await workers.stop()
-
-
-async def _warm_up(base: Config, data: PreparedData, suite: Suite) -> None:
-    """A few frames through the new workers (torch's first batches are slow)."""
-    n = min(_WARMUP_FRAMES, len(data.images))
-    warm = PreparedData(data.spec, data.images[:n], data.labels[:n])
-    config = _edge_config(base, suite, data.spec, {"policy": "cloud-only"}, edge_id="warmup")
-    ledger = Ledger()
-    try:
-        await EdgeNode(config, PacedFrames(warm, 50.0), ledger).run()
-    finally:
-        ledger.close()
-
-
-# -- one cell ----------------------------------------------------------------------------
-
-
-class LocalModels:
-    """Local models by (name, split), loaded once per data set; keep-local scores cached."""
-
-    def __init__(self) -> None:
-        self._models: dict[tuple[str, int], LocalModel] = {}
-        self._confidences: dict[tuple[str, int, str, str | None], np.ndarray] = {}
-
-    async def get(self, name: str, split: int) -> LocalModel:
-        key = (name, split)
-        if key not in self._models:
-            self._models[key] = await asyncio.to_thread(LocalModel, name, split=split)
-        return self._models[key]
-
-    async def confidences(
-        self, name: str, split: int, data: PreparedData, edge: EdgeConfig
-    ) -> np.ndarray:
-        """Each frame's keep-local score under ``edge.policy`` (max-softmax for
-        ``threshold``, the router's score for ``router``, ...): what its threshold
-        compares, so a coverage target is a quantile of these."""
-        key = (name, split, edge.policy, edge.router)
-        if key not in self._confidences:
-            model = await self.get(name, split)
-            policy = await asyncio.to_thread(policy_from_config, edge)
-            if not isinstance(policy, ScoredPolicy):
-                raise CamoffloadError(f"policy {edge.policy!r} has no threshold to set coverage")
-
-            def scores() -> np.ndarray:
-                frames = (model.classify(image) for image in data.images)
-                return np.array([policy.keep_score(f) for f in frames], dtype=np.float64)
-
-            self._confidences[key] = await asyncio.to_thread(scores)
-        return self._confidences[key]
-
-
-def _edge_config(
-    base: Config, suite: Suite, data: DataSpec, settings: dict[str, Any], *, edge_id: str
-) -> Config:
-    values: dict[str, Any] = {
-        "edge_id": edge_id,
-        "model": data.cloud_model,
-        "deadline_ms": suite.run.deadline_ms,
-        "max_in_flight": suite.run.max_in_flight if suite.run.pacing == "camera" else 1,
-        "rate": "max",  # the source paces itself, like a camera
-        "status_interval_s": 1.0,
-        **suite.run.edge,
-    }
-    values.update(settings)
-    overrides = [f"edge.{key}={_setting(value)}" for key, value in values.items()]
-    overrides += [
-        f"broker.url={base.broker.url}",
-        f"broker.protocol={base.broker.protocol}",
-        f"prefix={base.prefix}",
-    ]
-    return load_config(env={}, overrides=overrides)
-
-
-def _setting(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
-
-
-async def _run_cell(
-    base: Config,
-    suite: Suite,
-    cell: Cell,
-    data: PreparedData,
-    locals_: LocalModels,
-    out_dir: Path,
-    stop: asyncio.Event,
-) -> CellResult:
-    settings = dict(cell.strategy.settings)
-    wants_local = (
-        settings.get("policy", "cloud-only") != "cloud-only"
-        or "payload" in settings
-        or settings.get("partition", "off") != "off"
-    )
-    if "local_model" not in settings and data.spec.local_model is not None and wants_local:
-        settings["local_model"] = data.spec.local_model
-    local_name = settings.get("local_model")
-    split = int(settings.get("split", data.spec.split))
-    if local_name is not None:
-        settings.setdefault("split", split)
-    if cell.strategy.coverage is not None:
-        if local_name is None:
-            raise CamoffloadError(f"{cell.key}: a coverage target needs a local model")
-        scoring = _edge_config(base, suite, data.spec, settings, edge_id="coverage").edge
-        confidences = await locals_.confidences(local_name, split, data, scoring)
-        # Offload the (1 - coverage) lowest-scoring frames: they fall below this.
-        settings["confidence_threshold"] = float(
-            np.quantile(confidences, 1.0 - cell.strategy.coverage)
-        )
-    edge_id = "m-" + "-".join(
-        part.replace("_", "-") for part in (cell.load.name, cell.link.name, cell.strategy.name)
-    )
-    config = _edge_config(base, suite, data.spec, settings, edge_id=edge_id[:60])
-    local = await locals_.get(local_name, split) if local_name is not None else None
-    ledger_path = out_dir / "ledger.sqlite"
-    run_id = cell.key
-    ledger = Ledger(ledger_path, run_id=run_id)
-    started = time.monotonic()
-    try:
-        fps = suite.run.rate if suite.run.pacing == "camera" else None
-        node = EdgeNode(config, PacedFrames(data, fps), ledger, local_model=local)
-        await node.run(stop=stop)
-    finally:
-        ledger.close()
-    wall_s = time.monotonic() - started
-    records = list(iter_frames(ledger_path, run_id=run_id))
-    measures = measure(records, data.labels, slo_ms=suite.run.slo_ms)
-    rows = frame_rows(records, data.labels)
-    with (out_dir / "frames.jsonl").open("a", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps({"cell": cell.key, **dataclasses.asdict(row)}) + "\n")
-    return CellResult(
-        data=cell.data.name,
-        load=cell.load.name,
-        link=cell.link.name,
-        strategy=cell.strategy.name,
-        settings=settings,
-        measures=measures,
-        wall_s=wall_s,
-    )
 
 
 def _meta(suite: Suite, command: str) -> dict[str, Any]:

@@ -8,9 +8,8 @@ one wire shared by all connections (see :mod:`camoffload.netem._link` for the mo
     async with ShapingProxy(("127.0.0.1", 1883), LinkProfile.preset("3g")) as proxy:
         ...  # connect MQTT clients to proxy.url
 
-Per connection, one task owns a TaskGroup of four named tasks: a reader and a writer
-each way. Socket errors end that connection only (and are passed on to its other side
-as a reset); a refused upstream closes the client's connection and is logged.
+The connections themselves, four pump tasks each, are :mod:`camoffload.netem._connections`;
+this module is the lifecycle, the listening port and the outages.
 """
 
 from __future__ import annotations
@@ -27,8 +26,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from camoffload.netem._link import Link, Outages, Pipe
-from camoffload.netem._sockets import Connection, connect, listen_on, receive, send
+from camoffload.netem._connections import Switchboard
+from camoffload.netem._link import Link, Outages
+from camoffload.netem._sockets import listen_on
 from camoffload.netem.profile import LinkProfile, OutageMode
 from pipeline.errors import CamoffloadError, ConfigError, TransportError
 from pipeline.tasks import cancel_and_wait
@@ -107,7 +107,6 @@ class ShapingProxy:
         self._runner: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._accept_task: asyncio.Task[None] | None = None
-        self._conns: dict[int, Connection] = {}
         self._fresh_run(start=0.0)
 
     def _fresh_run(self, *, start: float) -> None:
@@ -116,8 +115,14 @@ class ShapingProxy:
         self._outages.plan(self._profile.outages, self._profile.outage_mode)
         self._up = Link(self._profile.uplink, self._outages, rng, queue_bytes=self._queue_bytes)
         self._down = Link(self._profile.downlink, self._outages, rng, queue_bytes=self._queue_bytes)
-        self._numbers = itertools.count(1)
-        self._accepted = self._upstream_failures = self._refused = self._resets = 0
+        self._board = Switchboard(
+            self._upstream,
+            self._up,
+            self._down,
+            self._outages,
+            max_connections=self._max_connections,
+            connect_timeout_s=self._connect_timeout_s,
+        )
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
         self._resetting = False
@@ -169,11 +174,11 @@ class ShapingProxy:
             bytes_down=self._down.delivered,
             queued_up=self._up.queued,
             queued_down=self._down.queued,
-            connections=self._accepted,
-            open_connections=len(self._conns),
-            upstream_failures=self._upstream_failures,
-            refused=self._refused,
-            resets=self._resets,
+            connections=self._board.accepted,
+            open_connections=len(self._board.conns),
+            upstream_failures=self._board.upstream_failures,
+            refused=self._board.refused,
+            resets=self._board.resets,
         )
 
     async def wait_closed(self) -> None:
@@ -218,9 +223,7 @@ class ShapingProxy:
             await cancel_and_wait([self._runner])
         finally:
             self._close_listener()
-            for conn in list(self._conns.values()):  # each task closes its own; in case
-                conn.close()
-            self._conns.clear()
+            self._board.close_all()
             self._state = _State.IDLE
             logger.info("netem: proxy on port %s closed: %s", self._port, self.stats())
         failure = _failure(self._runner)
@@ -254,78 +257,14 @@ class ShapingProxy:
         assert self._tg is not None
         assert self._listener is not None
         self._accept_task = self._tg.create_task(
-            self._accept(self._listener), name=f"netem-accept-{self._port}"
+            self._board.accept(self._listener, self._tg, self._port),
+            name=f"netem-accept-{self._port}",
         )
 
     def _close_listener(self) -> None:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-
-    async def _accept(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sock, address = await loop.sock_accept(listener)
-            except OSError as exc:  # out of file descriptors, say: the listener is fine
-                logger.warning("netem: accept on port %s failed: %s", self._port, exc)
-                await asyncio.sleep(0.1)
-                continue
-            peer = f"{address[0]}:{address[1]}"
-            if len(self._conns) >= self._max_connections:
-                self._refused += 1
-                logger.warning(
-                    "netem: refusing %s: %d connections open", peer, self._max_connections
-                )
-                sock.close()
-                continue
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._accepted += 1
-            conn = Connection(next(self._numbers), sock, peer)
-            self._conns[conn.number] = conn
-            assert self._tg is not None
-            conn.task = self._tg.create_task(self._serve(conn), name=f"netem-conn-{conn.number}")
-
-    async def _serve(self, conn: Connection) -> None:
-        loop = asyncio.get_running_loop()
-        accepted = loop.time()
-        host, port = self._upstream
-        try:
-            try:
-                async with asyncio.timeout(self._connect_timeout_s):
-                    conn.upstream = await connect(host, port)
-            except OSError as exc:  # TimeoutError included
-                self._upstream_failures += 1
-                logger.warning(
-                    "netem: connection %d from %s: upstream %s:%d unreachable (%s); closing it",
-                    conn.number,
-                    conn.peer,
-                    host,
-                    port,
-                    exc or type(exc).__name__,
-                )
-                return
-            logger.debug("netem: connection %d from %s", conn.number, conn.peer)
-            # A real client's first bytes leave one RTT after its SYN (the handshake) and
-            # then cross the uplink; here connect() returned at once, so hold them.
-            handshake = accepted + self._up.params.delay_s * 2 + self._down.params.delay_s
-            up = Pipe(self._up, self._outages, not_before=handshake)
-            down = Pipe(self._down, self._outages)
-            conn.pipes = [up, down]
-            name = f"netem-conn-{conn.number}"
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(receive(conn.client, up), name=f"{name}-up-read")
-                    tg.create_task(send(up, conn.upstream), name=f"{name}-up-write")
-                    tg.create_task(receive(conn.upstream, down), name=f"{name}-down-read")
-                    tg.create_task(send(down, conn.client), name=f"{name}-down-write")
-            except* OSError as group:
-                conn.reset = True  # pass the reset (or broken pipe) on to the other side
-                logger.debug("netem: connection %d ended: %s", conn.number, group.exceptions[0])
-        finally:
-            conn.close()
-            self._conns.pop(conn.number, None)
 
     async def _watch_outages(self) -> None:
         loop = asyncio.get_running_loop()
@@ -357,11 +296,7 @@ class ShapingProxy:
                 await cancel_and_wait([self._accept_task])
                 self._accept_task = None
             self._close_listener()  # connects are refused until the outage ends
-            doomed = list(self._conns.values())
-            for conn in doomed:
-                conn.reset = True
-            self._resets += len(doomed)
-            await cancel_and_wait([conn.task for conn in doomed if conn.task is not None])
+            await self._board.reset_all()
 
     async def _leave_reset(self) -> None:
         async with self._lock:

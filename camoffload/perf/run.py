@@ -16,28 +16,33 @@ Nothing else of the benchmark runs while one contender is measured.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
 import statistics
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import cast
 
-from broker import mosquitto_broker
 from camoffload.perf.ceiling import model_alone_fps_in_processes
 from camoffload.perf.cpu import CpuMeter
+from camoffload.perf.layout import BenchLayout, bench_broker, bench_layout, usable_cores
 from camoffload.perf.mqtt_load import LoadResult, drive_pipeline
-from camoffload.perf.workload import PAYLOADS, PayloadKind, Workload, make_workload
-from camoffload.processes import WorkerGroup, WorkerSettings
+from camoffload.perf.results import (
+    QUICK,
+    BenchSettings,
+    Measured,
+    PayloadReport,
+    Row,
+    median,
+)
+from camoffload.perf.workload import Workload, make_workload
 from pipeline.codecs import Image, encode_jpeg
-from pipeline.config import Config, load_config
 from pipeline.heap import freeze_heap
 from pipeline.inference import Classifier
 
+# The settings and result types, and the layouts, are re-exported: callers import them
+# from here, where a run is.
 __all__ = [
     "QUICK",
     "BenchLayout",
@@ -47,89 +52,11 @@ __all__ = [
     "Row",
     "bench_broker",
     "bench_layout",
+    "median",
     "run_bench",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class BenchSettings:
-    model: str = "fmnist_exit_resnet"
-    payloads: tuple[PayloadKind, ...] = PAYLOADS
-    frames: int = 6000  # per saturated run: long enough that filling and draining the
-    # window (256 frames each way) is a small part of it
-    low_load_frames: int = 200  # one at a time: the low-load latency
-    workers: tuple[int, ...] = (1, 2)
-    rates: tuple[float, ...] = (100.0, 250.0, 500.0, 1000.0)  # offered frames/s
-    window: int = 256  # frames in flight when saturated
-    http_concurrency: tuple[int, ...] = (1, 8, 32)
-    max_batch: int = 32
-    ceiling_seconds: float = 3.0
-    rounds: int = 3  # model alone vs saturated pipeline, alternated
-    http: bool = True
-    pin: bool = True  # several workers: each on its own share of the cores
-    worker_settings: tuple[str, ...] = ()  # more "worker.key=value" for every worker
-
-
-QUICK = BenchSettings(
-    payloads=("jpeg",),
-    frames=5000,
-    rates=(250.0, 1000.0),
-    # 8 in flight is where both HTTP layouts peaked in every full run (32 queues up
-    # behind batch-1 inference and loses a third): the short version must not
-    # understate the baseline.
-    http_concurrency=(1, 8),
-    ceiling_seconds=2.0,
-)
-
-
-@dataclass(slots=True)
-class Row:
-    """One measured line of the table."""
-
-    contender: str  # "model alone", "HTTP", "MQTT"
-    setup: str
-    load: str
-    fps: float
-    p50_ms: float | None = None
-    p95_ms: float | None = None
-    p99_ms: float | None = None
-    answered: int | None = None
-    errors: int | None = None
-    top1: float | None = None
-    mean_batch: float | None = None
-    messages_per_frame: float | None = None
-    saturated: bool = False  # counts toward the saturated comparison
-
-
-@dataclass(slots=True)
-class Measured:
-    """A pipeline run with what it cost each process."""
-
-    workers: int
-    result: LoadResult
-    cpu_s: dict[str, float]
-
-
-@dataclass(slots=True)
-class PayloadReport:
-    kind: PayloadKind
-    payload_bytes: float
-    encode_us: dict[str, float]  # edge-side encoding per frame, by step
-    rows: list[Row] = field(default_factory=list)
-    saturated: list[Measured] = field(default_factory=list)  # bundled, per worker count
-    low_load: Measured | None = None
-    round_ratios: list[float] = field(default_factory=list)  # best pipeline / best alone
-    unbundled: list[Measured] = field(default_factory=list)  # saturated, 1 frame/message
-
-    def best(self, contender: str) -> Row | None:
-        rows = [r for r in self.rows if r.contender == contender and r.saturated]
-        return max(rows, key=lambda r: r.fps, default=None)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _per_frame_us(action: Callable[[], object], count: int) -> float:
@@ -180,7 +107,7 @@ async def _http_rows(settings: BenchSettings, workload: Workload, report: Payloa
     except ImportError as exc:  # the bench extra is not installed
         logger.warning("HTTP baseline skipped (%s): pip install 'camoffload[bench]'", exc)
         return
-    cores = _cores()
+    cores = usable_cores()
     # One uvicorn process with every core's threads (the seed's deployment), and, for
     # each multi-worker layout of the pipeline, as many pinned processes: batch 1 on one
     # process leaves cores idle, and the baseline should be the design at its best.
@@ -200,57 +127,6 @@ async def _http_rows(settings: BenchSettings, workload: Workload, report: Payloa
                         row.errors, row.accuracy, 1.0, 2.0, saturated=True,
                     )
                 )  # fmt: skip
-
-
-@contextlib.contextmanager
-def bench_broker() -> Iterator[tuple[str, int]]:
-    """A Mosquitto of the bench's own on an ephemeral port: its URL and pid."""
-    process = mosquitto_broker(port=0)
-    with process as info:
-        assert process.pid is not None
-        yield info.url, process.pid
-
-
-@dataclass(slots=True)
-class BenchLayout:
-    """One worker layout: ``workers`` processes with ``threads`` torch threads each, on
-    a prefix of its own (layouts run side by side without sharing frames)."""
-
-    workers: int
-    threads: int
-    pinned: bool
-    config: Config
-    processes: WorkerGroup
-
-    @property
-    def setup(self) -> str:
-        pinned = ", pinned" if self.pinned else ""
-        return f"{self.workers} worker x {self.threads} thread{pinned}"
-
-
-def bench_layout(url: str, settings: BenchSettings, workers: int) -> BenchLayout:
-    """``workers`` bench worker processes (not started) on ``url``, on a prefix of their
-    own, sharing the cores among them (pinned, when ``settings.pin`` and more than one)."""
-    config = load_config(
-        env={}, overrides=[f"broker.url={url}", f"prefix=bench-{uuid.uuid4().hex[:8]}"]
-    )
-    threads = max(1, _cores() // workers)
-    worker_settings = WorkerSettings(
-        model=settings.model,
-        count=workers,
-        max_batch=settings.max_batch,
-        group_tag=f"bench{workers}",  # client ids stay unique across layouts
-        pin=settings.pin and workers > 1,  # worker i on the i-th share of the cores
-        settings=(
-            f"worker.threads={threads}",
-            "worker.max_wait_ms=0",
-            "worker.max_queue=1024",
-            *settings.worker_settings,
-        ),
-    )
-    return BenchLayout(
-        workers, threads, worker_settings.pin, config, WorkerGroup(config, worker_settings)
-    )
 
 
 async def _load_rows(
@@ -281,7 +157,7 @@ async def _side_by_side(
     """Rounds of: the model alone in every layout, then the saturated pipeline in every
     layout. This machine's speed wanders by tens of percent over a minute, so each
     round compares runs seconds apart, and the ratio is the median over rounds."""
-    cores = _cores()
+    cores = usable_cores()
     # The ceiling is the best of: one process with every core, and one process per
     # worker of each layout, pinned as those workers are and not (the strictest).
     layouts = sorted(
@@ -381,7 +257,3 @@ async def run_bench(
             for group in groups:
                 await group.processes.stop()
     return list(reports.values())
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
