@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from pipeline.allocator import environ_keeping_freed_memory
+from pipeline.children import supervised, supervised_child
 from pipeline.config import MqttProtocol
 from pipeline.errors import BrokerError
 
@@ -94,7 +96,8 @@ class BrokerProcess:
         self._tls = tls
         self._startup_timeout_s = startup_timeout_s
         self._keep_freed_memory = keep_freed_memory
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None  # the supervisor (pipeline.children)
+        self._broker_pid: int | None = None  # the broker under it
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._info: BrokerInfo | None = None
         self._last_port: int | None = None  # where restart() brings it back
@@ -107,7 +110,8 @@ class BrokerProcess:
 
     @property
     def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
+        # The broker's own pid, not its supervisor's: what a bench measures the CPU of.
+        return None if self._proc is None else self._broker_pid
 
     def start(self) -> BrokerInfo:
         if self._proc is not None:
@@ -144,10 +148,13 @@ class BrokerProcess:
             raise BrokerError(f"port {port} on {HOST} is already in use")
         argv = self._argv_for(port, workdir)
         log_path = workdir / "broker.log"
+        if shutil.which(argv[0]) is None:
+            # Checked here: the supervisor would only report it in the broker's log.
+            raise BrokerError(f"cannot run {argv[0]!r}: not found or not executable")
         with log_path.open("wb") as log:
             try:
                 proc = subprocess.Popen(
-                    argv,
+                    supervised(argv),  # dies with us, even if we are SIGKILLed
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -163,11 +170,11 @@ class BrokerProcess:
                     f"{_tail(log_path)}"
                 )
             if _accepts(port):
-                self._proc = proc
-                logger.info("%s broker pid %d listening on %s:%d", self._kind, proc.pid, HOST, port)
+                self._proc, self._broker_pid = proc, supervised_child(proc.pid)
+                logger.info("%s broker pid %d listening on %s:%d", self._kind, self.pid, HOST, port)
                 return
             time.sleep(0.02)
-        _terminate(proc)
+        _terminate(proc, supervised_child(proc.pid))
         raise BrokerError(
             f"{self._kind} broker did not accept connections on port {port} within "
             f"{self._startup_timeout_s:.0f} s: {_tail(log_path)}"
@@ -191,8 +198,9 @@ class BrokerProcess:
         """SIGTERM, then SIGKILL if it does not exit within 5 s. Idempotent."""
         proc, self._proc, self._info = self._proc, None, None
         if proc is not None:
-            _terminate(proc)
-            logger.info("%s broker pid %d stopped", self._kind, proc.pid)
+            pid = self._broker_pid or proc.pid
+            _terminate(proc, pid)
+            logger.info("%s broker pid %d stopped", self._kind, pid)
         self._cleanup_workdir()
 
     def kill(self) -> None:
@@ -200,9 +208,11 @@ class BrokerProcess:
         Idempotent."""
         proc, self._proc, self._info = self._proc, None, None
         if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
-            logger.info("%s broker pid %d killed", self._kind, proc.pid)
+            # The broker itself: a Mosquitto that dropped to its own user would outlive
+            # a killed supervisor (Linux clears its parent-death signal on that change).
+            pid = self._broker_pid or proc.pid
+            _kill_both(proc, pid)
+            logger.info("%s broker pid %d killed", self._kind, pid)
         self._cleanup_workdir()
 
     def restart(self, *, kill: bool = False) -> BrokerInfo:
@@ -247,11 +257,23 @@ class BrokerProcess:
         self.stop()
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
+def _terminate(proc: subprocess.Popen[bytes], broker_pid: int) -> None:
+    """SIGTERM through the supervisor (it forwards it), then SIGKILL to both."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        _kill_both(proc, broker_pid)
+
+
+def _kill_both(proc: subprocess.Popen[bytes], broker_pid: int) -> None:
+    if broker_pid != proc.pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(broker_pid, signal.SIGKILL)
+    # The supervisor exits with the broker's status once the broker is gone.
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import IO
 
+from pipeline.children import supervised, supervised_child
 from pipeline.config import Config
 from pipeline.cpus import cpu_shares, format_cpus
 from pipeline.errors import CamoffloadError, ProtocolError
@@ -54,7 +55,11 @@ class WorkerGroup:
     @property
     def pids(self) -> dict[str, int]:
         """Worker id -> pid of the running workers."""
-        return {worker_id: process.pid for worker_id, process in self._processes.items()}
+        # The workers' own pids, not their supervisors': what is pinned and measured.
+        return {
+            worker_id: supervised_child(process.pid)
+            for worker_id, process in self._processes.items()
+        }
 
     async def start(self) -> None:
         self._spawn()
@@ -85,8 +90,9 @@ class WorkerGroup:
                 argv += ["--set", f"worker.cpus={format_cpus(cpus)}"]
             # stderr to an unread pipe would fill and block a chatty worker: a file.
             log = self._logs[worker_id] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+            # Under the supervisor: the worker dies with us, even if we are SIGKILLed.
             self._processes[worker_id] = subprocess.Popen(
-                argv, stdout=subprocess.DEVNULL, stderr=log
+                supervised(argv), stdout=subprocess.DEVNULL, stderr=log
             )
 
     async def _wait_online(self) -> None:

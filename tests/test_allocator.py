@@ -22,7 +22,7 @@ def _python(code: str) -> str:
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=100,  # under the test's own 120 s, so this one fails first, with its stderr
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -79,6 +79,7 @@ def test_options_override_the_short_version() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(660)  # above its subprocess's 600 s: that one fails first, with its output
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="dataset-fashion-mnist missing")
 def test_a_tiny_bench_answers_every_frame_and_ends_with_its_ratios() -> None:
     done = subprocess.run(

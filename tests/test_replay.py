@@ -16,6 +16,9 @@ from camoffload.demo import default_video
 from camoffload.replay import default_ledger_path
 from edge_node import open_source
 
+# Above the replay subprocess's 240 s bound, so that one fails first, with its output.
+pytestmark = pytest.mark.timeout(300)
+
 
 def _replay(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -23,7 +26,7 @@ def _replay(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=240,  # under the tests' own 300 s (pytestmark)
         check=False,
     )
 

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import aiomqtt
 
+from pipeline.children import supervised
 from pipeline.codecs import Image, encode_jpeg
 from pipeline.config import Config, load_config
 from pipeline.errors import CamoffloadError
@@ -251,8 +252,9 @@ class LoadProcess:
         self.counts: LoadCounts | None = None
 
     def start(self) -> None:
+        # Under the supervisor: it dies with us, even if we are SIGKILLed.
         self._process = subprocess.Popen(
-            self._argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            supervised(self._argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
 
     def stop(self, timeout_s: float = 15.0) -> LoadCounts:

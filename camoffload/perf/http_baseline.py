@@ -43,6 +43,7 @@ from pydantic import BaseModel
 
 from camoffload.perf.workload import Workload
 from pipeline.allocator import keep_freed_memory
+from pipeline.children import supervised
 from pipeline.codecs import decode_jpeg
 from pipeline.cpus import cpu_shares, format_cpus, parse_cpus, pin_process
 from pipeline.errors import CodecError
@@ -196,12 +197,9 @@ async def http_server(
         argv += ["--cpus", format_cpus(cpus)]
     if threads is not None:
         argv += ["--threads", str(threads)]
+    # Under the supervisor: the server dies with us, even if we are SIGKILLed.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "camoffload.perf.http_baseline",
-        "--serve",
-        *argv,
+        *supervised([sys.executable, "-m", "camoffload.perf.http_baseline", "--serve", *argv]),
         stdout=asyncio.subprocess.PIPE,
     )
     try:
