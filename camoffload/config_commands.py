@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
+
+from camoffload.runtime_commands import add_config_options
 
 __all__ = ["add_config_command", "run_config_command"]
 
@@ -35,19 +36,7 @@ def add_config_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     what.add_argument(
         "--show", action="store_true", help="print the resolved configuration as JSON"
     )
-    p.add_argument(
-        "--config",
-        default=os.environ.get("CAMOFFLOAD_CONFIG"),
-        help="TOML config file for --show (default: $CAMOFFLOAD_CONFIG)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one setting for --show (repeatable)",
-    )
+    add_config_options(p)  # read by --show
 
 
 def run_config_command(args: argparse.Namespace) -> int:

@@ -14,10 +14,17 @@ from camoffload.lifecycle import run_with_signals
 from camoffload.report import format_summary
 from pipeline.config import Config, load_config
 
-__all__ = ["add_runtime_commands", "config_from_args", "run_runtime_command"]
+__all__ = [
+    "add_config_options",
+    "add_runtime_commands",
+    "config_from_args",
+    "run_runtime_command",
+]
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and ``--set SECTION.KEY=VALUE``: where a command's settings come
+    from, besides the CAMOFFLOAD_* environment."""
     parser.add_argument(
         "--config",
         default=os.environ.get("CAMOFFLOAD_CONFIG"),
@@ -31,6 +38,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="SECTION.KEY=VALUE",
         help="override one setting (repeatable), e.g. --set edge.deadline_ms=500",
     )
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    add_config_options(parser)
     parser.add_argument("--broker", dest="broker_url", help="broker URL, mqtt://host:port")
     parser.add_argument(
         "--validate-config", action="store_true", help="print the resolved config and exit"

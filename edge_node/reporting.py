@@ -44,7 +44,6 @@ class EdgeReporter:
         self._in_flight = in_flight
         self._client = client
         self._on_status = on_status
-        self._snapshot: EdgeStatsSnapshot | None = None  # the one this interval renders
         self.status = RetainedStatus(
             config.topics.edge_status(self._edge_id),
             self._render,
@@ -52,8 +51,10 @@ class EdgeReporter:
         )
 
     def _render(self, online: bool) -> bytes:
+        return self._encode(online, self._stats.snapshot())
+
+    def _encode(self, online: bool, snap: EdgeStatsSnapshot) -> bytes:
         counts = self._ledger.counts()
-        snap = self._snapshot or self._stats.snapshot()
         return EdgeStatus(
             edge_id=self._edge_id,
             online=online,
@@ -92,14 +93,12 @@ class EdgeReporter:
         snapshot = snapshot or self._stats.snapshot()
         self._metrics.set_in_flight(self._in_flight())
         self._metrics.update(snapshot)
-        self._snapshot = snapshot
-        try:
-            if not await self.status.publish_quietly(client, online=online):
-                return
-        finally:
-            self._snapshot = None
-        if self._cfg.homeassistant:
-            with contextlib.suppress(TransportError):
+        # A lost connection is the link's to report, not ours.
+        with contextlib.suppress(TransportError):
+            await self.status.publish(
+                client, online=online, rendered=self._encode(online, snapshot)
+            )
+            if self._cfg.homeassistant:
                 await publish(
                     client,
                     ha_state_topic(self._config.prefix, self._edge_id),

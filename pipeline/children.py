@@ -6,32 +6,27 @@ interrupted; a parent that is SIGKILLed (an OOM kill, a test runner's timeout) r
 code at all, and its children used to run on with parent pid 1.
 
 So every child starts under a small supervisor, ``python -m pipeline.children PARENT --
-ARGV...``: it asks Linux to signal it when its parent dies (``prctl(PR_SET_PDEATHSIG)``),
-checks that the parent is still there (it may have died before the request took),
-starts ARGV as its own child, and forwards SIGTERM and SIGINT to it. When the parent
-dies it gets SIGTERM, forwards it (the worker drains, Mosquitto closes cleanly) and,
-if the child is still there after ``_GRACE_S``, kills it. Its exit status is the
-child's, so a caller reads it exactly as it read the child's.
+ARGV...``. It checks once a second that its parent is still there; when it is gone it
+sends the child SIGTERM (a worker drains, Mosquitto closes cleanly) and kills it if it
+is still there ``_GRACE_S`` later. A SIGTERM from the living parent is passed on; SIGINT
+is not (Ctrl-C already reaches the whole process group). Its exit status is the child's,
+so a caller reads it exactly as it read the child's.
 
-Why a supervisor and not the signal on the child itself: Linux clears the parent-death
-signal when a process changes its user id, which Mosquitto does when started as root
-(it drops to the ``mosquitto`` user), and setting it from ``preexec_fn`` in a
-threaded parent is not safe. The supervisor is single-threaded, so it also sets the
-signal on its own child (a worker), for the case where the supervisor is killed itself.
-
-Elsewhere than Linux there is no parent-death signal: the supervisor checks its parent
-once a second instead (on Linux too, in case the signal was missed).
+Why a supervisor and not Linux's parent-death signal (``prctl(PR_SET_PDEATHSIG)``) on
+the child itself: Linux clears it when a process changes its user id, which Mosquitto
+does when started as root (it drops to the ``mosquitto`` user), and setting it from
+``preexec_fn`` in a threaded parent is not safe. The supervisor is single-threaded, so
+it does set it on its own child: a worker dies at once should the supervisor itself
+be SIGKILLed. The check works the same on any POSIX system.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,20 +69,19 @@ def _children_by_scan(parent: int) -> list[int]:
     return found
 
 
-def _ask_for_parent_death_signal() -> bool:
-    """True when Linux will SIGTERM this process as its parent dies."""
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    return int(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)) == 0
+def _on_parent_death(signum: int) -> None:
+    """Ask Linux to send ``signum`` to this process when its parent dies (a no-op
+    elsewhere: the supervisor's once-a-second check covers that)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
 
 
 def _child_dies_with_us() -> None:
-    # Single-threaded supervisor: safe between fork and exec. Cleared again by a
-    # process that changes user (Mosquitto); the supervisor covers that case.
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # Runs in the supervisor's child between fork and exec: safe, as the supervisor is
+    # single-threaded. Cleared again by a process that changes user (Mosquitto); the
+    # supervisor covers that case.
+    _on_parent_death(signal.SIGKILL)
 
 
 def main(args: Sequence[str]) -> int:
@@ -95,19 +89,17 @@ def main(args: Sequence[str]) -> int:
         sys.stderr.write("usage: python -m pipeline.children PARENT_PID -- ARGV...\n")
         return 2
     parent, argv = int(args[0]), list(args[2:])
-    _ask_for_parent_death_signal()
     child: subprocess.Popen[bytes] | None = None
-    orphaned = threading.Event()
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:
-        if os.getppid() != parent:
-            orphaned.set()
-        if child is not None and child.poll() is None:
+        # A stop from the parent: pass it on. (Once the parent is gone the loop below
+        # sends the one SIGTERM: a worker aborts on a second.)
+        if os.getppid() == parent and child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
 
     def on_int(_signum: int, _frame: FrameType | None) -> None:
         # Ctrl-C reaches the whole foreground process group, the child included:
-        # forwarding it would make one Ctrl-C two, and a worker aborts on the second.
+        # forwarding it would make one Ctrl-C two.
         pass
 
     # Python-level handlers, installed before the child starts: exec resets them to the
@@ -121,21 +113,19 @@ def main(args: Sequence[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"cannot run {argv[0]!r}: {exc}\n")
         return 127
-    give_up_at: float | None = None
+    give_up_at: float | None = None  # set once the parent is gone
     while True:
         try:
             return child.wait(timeout=_POLL_S)
         except subprocess.TimeoutExpired:
             pass
-        if not orphaned.is_set() and os.getppid() != parent:
-            orphaned.set()  # no parent-death signal here (not Linux), or it was missed
-            child.send_signal(signal.SIGTERM)
-        if orphaned.is_set():
-            if give_up_at is None:
+        if give_up_at is None:
+            if os.getppid() != parent:
+                child.send_signal(signal.SIGTERM)
                 give_up_at = time.monotonic() + _GRACE_S
-            elif time.monotonic() > give_up_at:
-                child.kill()
-                return child.wait()
+        elif time.monotonic() > give_up_at:
+            child.kill()
+            return child.wait()
 
 
 if __name__ == "__main__":

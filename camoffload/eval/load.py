@@ -33,6 +33,7 @@ import aiomqtt
 from pipeline.children import supervised
 from pipeline.codecs import Image, encode_jpeg
 from pipeline.config import Config, load_config
+from pipeline.deadline import Deadline
 from pipeline.errors import CamoffloadError
 from pipeline.mqtt import payload_bytes
 from pipeline.protocol import ErrorReply, FrameRequest, PayloadCodec, TensorDType, decode_reply
@@ -163,12 +164,13 @@ async def _virtual_edge(
                     counts.held += 1
                 else:
                     frame_id = f"{edge_id}-{seq}"
+                    captured = time.time()
                     request = FrameRequest(
                         frame_id=frame_id,
                         edge_id=edge_id,
                         seq=seq,
-                        capture_ts=time.time(),
-                        deadline_ts=time.time() + deadline_ms / 1000,
+                        capture_ts=captured,
+                        deadline_ts=Deadline.after(captured, deadline_ms).ts,
                         model=config.edge.model,
                         codec=PayloadCodec.JPEG,
                         quality=config.edge.jpeg_quality,

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import aiomqtt
 from aiomqtt import Will
 
-from pipeline.errors import TransportError
 from pipeline.service.publish import publish
 
 __all__ = ["RetainedStatus"]
@@ -31,19 +29,13 @@ class RetainedStatus:
     def will(self) -> Will:
         return Will(self.topic, self._render(False), qos=1, retain=True)
 
-    async def publish(self, client: aiomqtt.Client, *, online: bool) -> None:
-        """Publish now; raises :class:`TransportError` when the publish fails."""
-        await publish(client, self.topic, self._render(online), qos=1, retain=True)
-
-    async def publish_quietly(self, client: aiomqtt.Client | None, *, online: bool) -> bool:
-        """Publish if connected; a lost connection is the link's to report, not ours.
-        True when the status reached the client."""
-        if client is None:
-            return False
-        with contextlib.suppress(TransportError):
-            await self.publish(client, online=online)
-            return True
-        return False
+    async def publish(
+        self, client: aiomqtt.Client, *, online: bool, rendered: bytes | None = None
+    ) -> None:
+        """Publish now (``rendered``: the status already built, else ``render(online)``);
+        raises :class:`TransportError` when the publish fails."""
+        payload = self._render(online) if rendered is None else rendered
+        await publish(client, self.topic, payload, qos=1, retain=True)
 
     async def every_interval(self, tick: Callable[[], Awaitable[None]]) -> None:
         """Await ``tick()`` every interval, forever (until cancelled)."""
