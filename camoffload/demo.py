@@ -9,14 +9,18 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import cv2
+
 from broker import BrokerKind, BrokerProcess, local_broker
+from camoffload.security import SecuritySummary, counted, draw_detections, frame_at
 from cloud_worker import CloudWorker
 from edge_node import EdgeNode, FrameSource, Ledger, LedgerSummary, open_source
-from pipeline.config import Config
+from edge_node.ledger_rows import iter_frames
+from pipeline.config import Config, EdgeConfig, WorkerConfig
 from pipeline.errors import CamoffloadError, SourceError
 from pipeline.tasks import cancel_and_wait
 
-__all__ = ["SAMPLE_CLIP", "DemoOutcome", "default_video", "run_demo"]
+__all__ = ["SAMPLE_CLIP", "DemoOutcome", "default_video", "run_demo", "security_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,34 @@ class DemoOutcome:
     broker: str  # "mosquitto (mqtt://...)", "embedded (...)" or the given URL
     source: str
     model: str
+    security: SecuritySummary | None = None  # task detect: who and what was in view
+    snapshot: Path | None = None  # task detect: the busiest frame, boxes drawn
+
+
+def security_config(config: Config) -> Config:
+    """The demo's security camera: people at the edge (ssdlite_person), everything the
+    cloud sees for the frames it is unsure of (nanodet_coco). Fields the user set
+    (anything not at its default) are left as they are."""
+    edge, worker = config.edge, config.worker
+    defaults = EdgeConfig()
+    return dataclasses.replace(
+        config,
+        edge=dataclasses.replace(
+            edge,
+            task="detect",
+            model=DETECT_CLOUD if edge.model == defaults.model else edge.model,
+            local_model=edge.local_model or DETECT_EDGE,
+            policy="threshold" if edge.policy == defaults.policy else edge.policy,
+        ),
+        worker=dataclasses.replace(
+            worker,
+            model=DETECT_CLOUD if worker.model == WorkerConfig().model else worker.model,
+        ),
+    )
+
+
+DETECT_EDGE = "ssdlite_person"
+DETECT_CLOUD = "nanodet_coco"
 
 
 async def run_demo(
@@ -56,8 +88,12 @@ async def run_demo(
     broker_url: str | None = None,
     broker_kind: BrokerKind = "auto",
     stop: asyncio.Event | None = None,
+    out_dir: Path | None = None,
 ) -> DemoOutcome:
-    """Start a broker (unless ``broker_url``), a worker and an edge; replay ``source``."""
+    """Start a broker (unless ``broker_url``), a worker and an edge; replay ``source``.
+
+    With task detect and an ``out_dir``, the ledger goes there (unless configured) and
+    so does the busiest frame with its boxes drawn."""
     broker_proc: BrokerProcess | None = None
     if broker_url is None:
         broker_proc = local_broker(broker_kind)
@@ -79,9 +115,13 @@ async def run_demo(
             config, broker=dataclasses.replace(config.broker, url=broker_url)
         )
         broker_desc = broker_url
+    detect = config.edge.task == "detect"
+    ledger_path = config.edge.ledger_path
+    if detect and ledger_path is None and out_dir is not None:
+        ledger_path = str(out_dir / "ledger.sqlite")  # read back for the security summary
     try:
         frame_source = await asyncio.to_thread(open_source, source)
-        ledger = Ledger(config.edge.ledger_path)
+        ledger = Ledger(ledger_path)
         try:
             summary = await _run_pair(config, frame_source, ledger, frames, stop)
         finally:
@@ -89,9 +129,30 @@ async def run_demo(
     finally:
         if broker_proc is not None:
             await asyncio.to_thread(broker_proc.stop)
-    return DemoOutcome(
+    outcome = DemoOutcome(
         summary=summary, broker=broker_desc, source=source, model=config.worker.model
     )
+    if detect and ledger_path is not None and out_dir is not None:
+        security, snapshot = await asyncio.to_thread(
+            _security, ledger_path, ledger.run_id, source, frame_source.fps, out_dir
+        )
+        outcome = dataclasses.replace(outcome, security=security, snapshot=snapshot)
+    return outcome
+
+
+def _security(
+    ledger_path: str, run_id: str, source: str, fps: float | None, out_dir: Path
+) -> tuple[SecuritySummary, Path | None]:
+    """The run's people and vehicles, and its busiest frame drawn to ``out_dir``."""
+    records = list(iter_frames(ledger_path, run_id=run_id))
+    security = SecuritySummary.from_records(records, fps)
+    if security.busiest_seq is None:
+        return security, None
+    record = next(r for r in records if r.seq == security.busiest_seq)
+    image = draw_detections(frame_at(source, record.seq), counted(record))
+    snapshot = out_dir / f"frame-{record.seq:05d}.jpg"
+    cv2.imwrite(str(snapshot), image)
+    return security, snapshot
 
 
 async def _run_pair(

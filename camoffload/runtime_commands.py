@@ -9,6 +9,8 @@ import asyncio
 import dataclasses
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 from camoffload.lifecycle import run_with_signals
 from camoffload.report import format_summary
@@ -142,6 +144,20 @@ def add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument("--frames", type=int, default=50, help="frames to replay (default 50)")
     p.add_argument(
+        "--task",
+        choices=["detect", "classify"],
+        default="detect",
+        help="detect: a security camera, people at the edge (ssdlite_person) and the "
+        "uncertain frames to the cloud's detector (nanodet_coco); classify: a label a "
+        "frame (efficientnet_lite0, or --set edge.model=...)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the ledger and the annotated frame (default: a new temporary one)",
+    )
+    p.add_argument(
         "--broker-kind",
         choices=["auto", "mosquitto", "embedded"],
         default="auto",
@@ -246,9 +262,15 @@ def _cmd_edge(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
-    from camoffload.demo import SAMPLE_CLIP, default_video, run_demo
+    from camoffload.demo import SAMPLE_CLIP, default_video, run_demo, security_config
+    from camoffload.security import format_security
 
     source = args.source or str(default_video())
+    out_dir = None
+    if args.task == "detect":
+        config = security_config(config)
+        out_dir = args.out or Path(tempfile.mkdtemp(prefix="camoffload-demo-"))
+        out_dir.mkdir(parents=True, exist_ok=True)
     # The shipped clip by name: its path says only where pip put the package.
     shown = args.source or f"{SAMPLE_CLIP} (shipped sample)"
 
@@ -260,9 +282,12 @@ def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
             broker_url=args.broker_url,
             broker_kind=args.broker_kind,
             stop=stop,
+            out_dir=out_dir,
         )
         title = f"camoffload demo: {shown} via {outcome.broker}, model {outcome.model}"
         print(format_summary(outcome.summary, title=title), flush=True)
+        if outcome.security is not None:
+            print(format_security(outcome.security, outcome.snapshot), flush=True)
         return 0
 
     return run_with_signals(main)

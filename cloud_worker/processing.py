@@ -21,7 +21,9 @@ from typing import cast
 
 import numpy as np
 
+from cloud_worker.detecting import detect_batch, task_mismatch
 from pipeline.codecs import Image, decode_jpeg, decode_jpeg_abbreviated, tensor_from_bytes
+from pipeline.detection import Detector
 from pipeline.errors import CodecError, ModelError
 from pipeline.inference import Classifier, Prediction
 from pipeline.protocol import (
@@ -36,7 +38,14 @@ from pipeline.protocol import Reply as ReplyMessage
 from pipeline.quantize import QuantizedTensor
 from pipeline.topics import ReplyTarget
 
-__all__ = ["DecodedBatch", "Pending", "classify_batch", "decode_batch", "process_batch"]
+__all__ = [
+    "DecodedBatch",
+    "Pending",
+    "ServedModel",
+    "classify_batch",
+    "decode_batch",
+    "process_batch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +66,32 @@ _INPUT = 0  # group key of normalised input tensors (a split at 0 is the input i
 
 Decoded = np.ndarray | QuantizedTensor  # a decoded payload, as the model's call takes it
 
+# What a worker serves: a classifier (labels) or a detector (objects); one per worker.
+ServedModel = Classifier | Detector
 
-def _group_and_decode(request: FrameRequest, classifier: Classifier) -> tuple[int, Decoded]:
+
+def _group_and_decode(request: FrameRequest, model: ServedModel) -> tuple[int, Decoded]:
     """(group key, decoded array) of one request; :class:`CodecError` if unusable."""
+    mismatch = task_mismatch(request, isinstance(model, Detector), model.spec.name)
+    if mismatch is not None:
+        raise CodecError(mismatch)
+    if isinstance(model, Detector):
+        return _decode_image(request, model.spec.name)
+    return _decode_for_classifier(request, model)
+
+
+def _decode_image(request: FrameRequest, model: str) -> tuple[int, Decoded]:
+    """A detector's input: a JPEG or raw uint8 pixels, nothing else."""
+    if request.codec.is_jpeg or (
+        request.codec is PayloadCodec.RAW and request.dtype is TensorDType.UINT8
+    ):
+        return _decode_for_classifier(request, None)
+    raise CodecError(f"{model} detects on images (JPEG or raw uint8 pixels), not tensors")
+
+
+def _decode_for_classifier(
+    request: FrameRequest, classifier: Classifier | None
+) -> tuple[int, Decoded]:
     if request.codec is PayloadCodec.JPEG:
         return _IMAGE, decode_jpeg(request.payload, expected_shape=request.shape)
     if request.codec is PayloadCodec.JPEG_ABBREV:
@@ -75,6 +107,7 @@ def _group_and_decode(request: FrameRequest, classifier: Classifier) -> tuple[in
             return _IMAGE, cast(
                 Image, tensor_from_bytes(request.payload, request.shape, request.dtype)
             )
+        assert classifier is not None  # _decode_image lets only images through
         if request.shape != classifier.input_shape:
             raise CodecError(
                 f"a raw {request.dtype.value} tensor for {classifier.spec.name} is a "
@@ -83,6 +116,7 @@ def _group_and_decode(request: FrameRequest, classifier: Classifier) -> tuple[in
         return _INPUT, _finite(tensor_from_bytes(request.payload, request.shape, request.dtype))
     split = request.split_stage
     assert split is not None  # FrameRequest guarantees it for tensor payloads
+    assert classifier is not None  # _decode_image lets only images through
     try:
         expected = classifier.activation_shape(split)
     except ModelError as exc:
@@ -146,7 +180,7 @@ class DecodedBatch:
     decode_ms: float  # per request
 
 
-def decode_batch(batch: list[Pending], classifier: Classifier, worker_id: str) -> DecodedBatch:
+def decode_batch(batch: list[Pending], classifier: ServedModel, worker_id: str) -> DecodedBatch:
     """Decode every request of ``batch``; one that does not decode gets its error."""
     started = time.monotonic()
     replies: list[ReplyMessage | None] = [None] * len(batch)
@@ -163,10 +197,14 @@ def decode_batch(batch: list[Pending], classifier: Classifier, worker_id: str) -
 
 
 def classify_batch(
-    decoded: DecodedBatch, classifier: Classifier, worker_id: str
+    decoded: DecodedBatch, classifier: ServedModel, worker_id: str
 ) -> list[tuple[ReplyTarget, ReplyMessage]]:
     """Run each group's forward pass; one reply per request, in order of the batch."""
     batch, replies = decoded.batch, decoded.replies
+    if isinstance(classifier, Detector):
+        images = cast(list[tuple[int, Image]], decoded.groups.get(_IMAGE, []))
+        replies = detect_batch(decoded, images, classifier, worker_id)
+        return [(item.target, r) for item, r in zip(batch, replies, strict=True) if r]
     spec = classifier.spec
     for key, members in decoded.groups.items():
         forward_started = time.monotonic()
@@ -201,7 +239,7 @@ def classify_batch(
 
 
 def process_batch(
-    batch: list[Pending], classifier: Classifier, worker_id: str
+    batch: list[Pending], classifier: ServedModel, worker_id: str
 ) -> list[tuple[ReplyTarget, ReplyMessage]]:
     """Decode and classify ``batch``; one reply per request, in order of the batch."""
     return classify_batch(decode_batch(batch, classifier, worker_id), classifier, worker_id)

@@ -27,13 +27,12 @@ import aiomqtt
 
 from cloud_worker.admission import Admission
 from cloud_worker.metrics import WorkerMetrics
-from cloud_worker.processing import Pending
+from cloud_worker.processing import Pending, ServedModel
 from cloud_worker.replying import ReplyPublisher
 from cloud_worker.stages import GOODBYE_TIMEOUT_S, Backlog, BatchStages, refusal
 from cloud_worker.stats import WorkerStats
 from pipeline.config import WorkerConfig
 from pipeline.errors import ProtocolError
-from pipeline.inference import Classifier
 from pipeline.mqtt import payload_bytes
 from pipeline.protocol import ErrorCode, ErrorReply, FrameRequest, decode_frames
 from pipeline.service import RetainedStatus
@@ -52,7 +51,7 @@ class WorkerParts:
     cfg: WorkerConfig
     topics: Topics
     subscription: str
-    classifier: Classifier
+    classifier: ServedModel
     executor: ThreadPoolExecutor  # the one inference thread
     backlog: Backlog
     admission: Admission

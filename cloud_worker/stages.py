@@ -20,12 +20,17 @@ import aiomqtt
 from cloud_worker.admission import Admission
 from cloud_worker.batching import next_batch
 from cloud_worker.metrics import WorkerMetrics
-from cloud_worker.processing import DecodedBatch, Pending, classify_batch, decode_batch
+from cloud_worker.processing import (
+    DecodedBatch,
+    Pending,
+    ServedModel,
+    classify_batch,
+    decode_batch,
+)
 from cloud_worker.replying import Answer, ReplyPublisher
 from cloud_worker.stats import WorkerStats
 from pipeline.config import WorkerConfig
-from pipeline.inference import Classifier
-from pipeline.protocol import ErrorCode, ErrorReply, Reply, Result
+from pipeline.protocol import DetectionResult, ErrorCode, ErrorReply, Reply, Result
 from pipeline.topics import ReplyTarget
 
 __all__ = ["GOODBYE_TIMEOUT_S", "Backlog", "BatchStages", "classify_slowed", "refusal"]
@@ -79,7 +84,7 @@ class BatchStages:
         *,
         cfg: WorkerConfig,
         client: aiomqtt.Client,
-        classifier: Classifier,
+        classifier: ServedModel,
         executor: ThreadPoolExecutor,
         backlog: Backlog,
         admission: Admission,
@@ -165,7 +170,7 @@ class BatchStages:
         finally:
             self._backlog.computing = 0
         compute_s = time.monotonic() - started
-        computed = sum(1 for _, reply in replies if isinstance(reply, Result))
+        computed = sum(1 for _, reply in replies if isinstance(reply, Result | DetectionResult))
         if computed:
             self._stats.record_batch(len(live), compute_s * 1000)
             self._metrics.batch(
@@ -209,7 +214,7 @@ class BatchStages:
 
 
 def classify_slowed(
-    decoded: DecodedBatch, classifier: Classifier, worker_id: str, slowdown: float
+    decoded: DecodedBatch, classifier: ServedModel, worker_id: str, slowdown: float
 ) -> list[tuple[ReplyTarget, Reply]]:
     """``classify_batch``, then hold the inference thread ``slowdown - 1`` times as long
     again (``worker.slowdown``): the whole compute path, timings and queue, slows alike."""

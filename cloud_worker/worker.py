@@ -26,13 +26,13 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 import aiomqtt
 import torch
 
 from cloud_worker.admission import Admission
 from cloud_worker.metrics import WorkerMetrics
+from cloud_worker.processing import ServedModel
 from cloud_worker.replying import ReplyPublisher
 from cloud_worker.session import WorkerParts, WorkerSession
 from cloud_worker.stages import Backlog
@@ -40,6 +40,8 @@ from cloud_worker.stats import WorkerStats
 from pipeline.allocator import keep_freed_memory
 from pipeline.config import Config
 from pipeline.cpus import parse_cpus, pin_process
+from pipeline.detection import Detector, is_detector
+from pipeline.errors import ModelError
 from pipeline.heap import freeze_heap
 from pipeline.inference import Classifier
 from pipeline.looplag import watch_loop_lag
@@ -56,7 +58,7 @@ logger = logging.getLogger(__name__)
 class CloudWorker:
     """One worker process's service. ``run()`` until ``stop`` is set or it is cancelled."""
 
-    def __init__(self, config: Config, *, classifier: Classifier | None = None) -> None:
+    def __init__(self, config: Config, *, classifier: ServedModel | None = None) -> None:
         self._config = config
         self._cfg = config.worker
         self._topics = config.topics
@@ -136,7 +138,7 @@ class CloudWorker:
             executor.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(self.metrics.close)
 
-    async def _set_up(self) -> Classifier:
+    async def _set_up(self) -> ServedModel:
         """Process-wide settings, the model, the heap and the metrics endpoint."""
         if self._cfg.cpus is not None:
             pin_process(parse_cpus(self._cfg.cpus))  # process-wide, like the setting
@@ -146,15 +148,7 @@ class CloudWorker:
             keep_freed_memory()  # process-wide, like the setting; before the model loads
         if self._classifier is None:
             # Building a model reads weights from disk: keep it off the loop.
-            self._classifier = await asyncio.to_thread(
-                partial(
-                    Classifier.by_name,
-                    self._cfg.model,
-                    self._cfg.device,
-                    half=self._cfg.half,
-                    frozen=self._cfg.frozen,
-                )
-            )
+            self._classifier = await asyncio.to_thread(self._build_model)
         if self._cfg.freeze_heap:
             # Before serving: the collection it runs first is the pause it saves later.
             frozen = freeze_heap()
@@ -162,6 +156,16 @@ class CloudWorker:
         if self._cfg.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self._cfg.metrics_port, self._cfg.metrics_addr)
         return self._classifier
+
+    def _build_model(self) -> ServedModel:
+        cfg = self._cfg
+        if is_detector(cfg.model):
+            if cfg.half:
+                raise ModelError(f"{cfg.model} runs on onnxruntime in float32; drop 'half'")
+            return Detector.by_name(
+                cfg.model, min_score=cfg.min_score, device=cfg.device, threads=cfg.threads or 0
+            )
+        return Classifier.by_name(cfg.model, cfg.device, half=cfg.half, frozen=cfg.frozen)
 
     async def _session(
         self,

@@ -24,23 +24,32 @@ The file itself (schema, header checks, connections) is :mod:`edge_node.ledger_f
 summaries and run lists are :mod:`edge_node.ledger_summary`, re-exported here; frame by
 frame reading is :mod:`edge_node.ledger_rows`.
 
+A frame's ``detections`` (object detection's final answer) are compact JSON, a list of
+``{"label": "person", "score": 0.91, "box": [x1, y1, x2, y2]}`` with the box normalised
+to 0..1 and rounded to 4 decimals, the score to 3; NULL for a classification frame,
+``[]`` for a detection frame that found nothing.
+
 Errors::
 
     CamoffloadError
     └── LedgerError    reason: captured_twice, not_awaiting (unknown or decided frame),
-                       run_exists, unknown_run, not_a_ledger, schema_version, io, closed;
+                       run_exists, unknown_run, not_a_ledger, schema_version, io, closed,
+                       bad_value (a detection that is not finite, in 0..1 or a box);
                        frame_id when one frame is at fault
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import secrets
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeAlias
 
 from edge_node.ledger_file import has_run, io_errors, open_writer
 
@@ -67,6 +76,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# One detected object: label, score and box (x1, y1, x2, y2), all normalised to 0..1.
+# (Plain tuples: pipeline.detection's Detection dataclass would make this module load numpy.)
+_Detection: TypeAlias = tuple[str, float, tuple[float, float, float, float]]
+
 # The columns are edge_node.ledger_file's schema.
 _INSERT = (
     "INSERT INTO frames (run_id, frame_id, seq, capture_ts, true_label) VALUES (?, ?, ?, ?, ?)"
@@ -75,7 +88,7 @@ _DECIDE = """
 UPDATE frames SET decision = :decision, decided_ts = :decided_ts, label = :label,
     confidence = :confidence, bytes_sent = :bytes_sent, rtt_ms = :rtt_ms, detail = :detail,
     model = :model, local_label = :local_label, local_confidence = :local_confidence,
-    payload = :payload
+    payload = :payload, detections = :detections
 WHERE run_id = :run_id AND frame_id = :frame_id AND decision IS NULL
 """
 
@@ -152,14 +165,20 @@ class Ledger:
         local_label: int | None = None,
         local_confidence: float | None = None,
         payload: str | None = None,
+        detections: Sequence[tuple[str, float, tuple[float, float, float, float]]] | None = None,
     ) -> int | None:
-        """Record the frame's final decision; returns its true label, if known."""
+        """Record the frame's final decision; returns its true label, if known.
+
+        ``detections`` is a detection frame's answer (None: a classification frame); a
+        score or box that is not finite or outside 0..1 is refused (``bad_value``) and
+        the frame stays undecided."""
         if frame_id not in self._undecided:
             raise LedgerError(
                 f"frame {frame_id} is not awaiting a decision (unknown or decided)",
                 reason="not_awaiting",
                 frame_id=frame_id,
             )
+        encoded = None if detections is None else _encode_detections(detections, frame_id)
         row = {
             "run_id": self.run_id,
             "frame_id": frame_id,
@@ -174,6 +193,7 @@ class Ledger:
             "local_label": local_label,
             "local_confidence": local_confidence,
             "payload": payload,
+            "detections": encoded,
         }
         try:
             updated = self._connection().execute(_DECIDE, row).rowcount
@@ -232,6 +252,41 @@ class Ledger:
         return LedgerError(
             f"{self._name}: cannot record frame {frame_id}: {exc}", reason="io", frame_id=frame_id
         )
+
+
+def _encode_detections(detections: Sequence[_Detection], frame_id: str) -> str:
+    """The ledger's compact JSON for ``detections``; LedgerError(bad_value) if one is
+    not a label, a score in 0..1 and a box (x1 <= x2, y1 <= y2) in 0..1."""
+    objects = []
+    for i, detection in enumerate(detections):
+        try:
+            label, score, box = detection
+            coords = [_unit(v, 4) for v in box]
+            obj = {"label": label, "score": _unit(score, 3), "box": coords}
+        except (TypeError, ValueError) as exc:
+            raise _bad_detection(frame_id, i, detection, str(exc)) from exc
+        if not isinstance(label, str) or not label:
+            raise _bad_detection(frame_id, i, detection, "the label is not a non-empty string")
+        if len(coords) != 4 or coords[0] > coords[2] or coords[1] > coords[3]:
+            raise _bad_detection(frame_id, i, detection, "the box is not [x1, y1, x2, y2]")
+        objects.append(obj)
+    return json.dumps(objects, separators=(",", ":"), allow_nan=False)
+
+
+def _unit(value: float, digits: int) -> float:
+    """``value`` rounded to ``digits``, if it is finite and then within 0..1."""
+    number = round(float(value), digits) + 0.0  # + 0.0: no "-0.0" in the JSON
+    if not (math.isfinite(number) and 0.0 <= number <= 1.0):
+        raise ValueError(f"{value!r} is not a finite number in 0..1")
+    return number
+
+
+def _bad_detection(frame_id: str, index: int, detection: object, why: str) -> LedgerError:
+    return LedgerError(
+        f"frame {frame_id}: detection {index} {detection!r} is refused: {why}",
+        reason="bad_value",
+        frame_id=frame_id,
+    )
 
 
 def _captured_twice(frame_id: str) -> LedgerError:

@@ -6,6 +6,10 @@ reading never creates, converts, checkpoints or locks out the edge still writing
 Both refuse another application's SQLite file and a schema this camoffload does not
 know, with a :class:`~pipeline.errors.LedgerError` (``not_a_ledger``,
 ``schema_version``); any other SQLite failure becomes one with ``reason="io"``.
+
+Schema 2 added the ``detections`` column. The writer migrates a schema 1 file in place,
+in one transaction, so runs keep appending to one file; a reader reads schema 1 as it
+is (no ``detections`` column: every frame's is NULL) and never writes to it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ __all__ = ["has_run", "io_errors", "open_reader", "open_writer"]
 # numbers the schema below, so an older camoffload refuses a newer file instead of
 # misreading it.
 _APPLICATION_ID = 0x43414D4C
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
+_READABLE = frozenset({1, _SCHEMA_VERSION})  # schema 1 lacks the detections column
 _BLANK = (0, 0, 0)  # application_id, user_version, schema objects of a new file
 _SCHEMA = """
 CREATE TABLE frames (
@@ -43,12 +48,15 @@ CREATE TABLE frames (
     local_label INTEGER,
     local_confidence REAL,
     payload TEXT,
+    detections TEXT,
     PRIMARY KEY (run_id, frame_id),
     CHECK ((decision IS NULL) = (decided_ts IS NULL))
 ) WITHOUT ROWID
 """
 # WITHOUT ROWID: the primary key is the table, so a commit dirties one b-tree page and
 # no second index; it also serves the per-run scans of summaries and run lists.
+# Schema 1 to 2: the detections column (compact JSON, see edge_node.ledger).
+_MIGRATE_1_TO_2 = "ALTER TABLE frames ADD COLUMN detections TEXT"
 
 
 @contextmanager
@@ -89,17 +97,23 @@ def _prepare(conn: sqlite3.Connection, path: Path | None, name: str) -> None:
         if mode != "wal":
             raise LedgerError(f"{name}: SQLite refused WAL mode ({mode})", reason="io")
         conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("BEGIN IMMEDIATE")  # a second edge creating the same file waits here
+    # A second edge creating or migrating the same file waits here, then finds it done.
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        if _header(conn, name) == _BLANK:
+        header = _header(conn, name)
+        if header == _BLANK:
             conn.execute(_SCHEMA)
             conn.execute(f"PRAGMA application_id={_APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        elif header[1] == 1:
+            # Both statements are transactional: a failure leaves schema 1 untouched.
+            conn.execute(_MIGRATE_1_TO_2)
             conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         conn.execute("COMMIT")
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-    _check_schema(_header(conn, name), name)
+    _check_schema(_header(conn, name), name, readable=frozenset({_SCHEMA_VERSION}))
 
 
 def _header(conn: sqlite3.Connection, name: str) -> tuple[int, int, int]:
@@ -115,13 +129,16 @@ def _header(conn: sqlite3.Connection, name: str) -> tuple[int, int, int]:
     return app_id, version, objects
 
 
-def _check_schema(header: tuple[int, int, int], name: str) -> None:
+def _check_schema(
+    header: tuple[int, int, int], name: str, *, readable: frozenset[int] = _READABLE
+) -> None:
     app_id, version, _ = header
     if app_id != _APPLICATION_ID:
         raise LedgerError(f"{name} is not a camoffload ledger", reason="not_a_ledger")
-    if version != _SCHEMA_VERSION:
+    if version not in readable:
+        known = ", ".join(str(v) for v in sorted(readable))
         raise LedgerError(
-            f"{name} has ledger schema {version}; this camoffload reads schema {_SCHEMA_VERSION}",
+            f"{name} has ledger schema {version}; this camoffload reads schema {known}",
             reason="schema_version",
         )
 

@@ -11,12 +11,14 @@ Synchronous and CPU-bound: the edge calls :meth:`LocalModel.classify` from a thr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from pipeline.codecs import Image
+from pipeline.detection import Detection
 from pipeline.errors import ModelError
 from pipeline.inference import Classifier, resolve_device
 from pipeline.models import EdgePart, get_model_spec
@@ -35,6 +37,22 @@ class LocalOutput:
     # The exit's logits, float32 (classes,): what the entropy and router policies read;
     # None for whole models.
     logits: np.ndarray | None = None
+    # A local detector's objects (task detect); None for a classifier. A detector has
+    # no label: ``label`` is NO_LABEL and ``confidence`` its best score (0 if none).
+    detections: tuple[Detection, ...] | None = None
+
+    @property
+    def class_label(self) -> int | None:
+        """The label, or None for a detector's output (which has none)."""
+        return None if self.detections is not None else self.label
+
+    @classmethod
+    def detected(cls, detections: Sequence[Detection]) -> LocalOutput:
+        best = max((d.score for d in detections), default=0.0)
+        return cls(NO_LABEL, best, None, detections=tuple(detections))
+
+
+NO_LABEL = -1
 
 
 class LocalModel:

@@ -19,7 +19,13 @@ import aiomqtt
 
 from edge_node.backpressure import OffloadGovernor
 from edge_node.estimators import LinkEstimator
-from edge_node.outcomes import BUSY_CODES, Outcome, decision_for, with_local_answer
+from edge_node.outcomes import (
+    BUSY_CODES,
+    Outcome,
+    decision_for,
+    detections_of,
+    with_local_answer,
+)
 from edge_node.replies import ReplyRouter
 from edge_node.requests import Payload, build_request
 from edge_node.sender import FrameSender
@@ -27,7 +33,7 @@ from edge_node.sources import CapturedFrame
 from edge_node.triage import OffloadPlan, Triage
 from pipeline.config import EdgeConfig
 from pipeline.errors import CodecError, LinkLostError, ProtocolError, TransportError
-from pipeline.protocol import Decision, Reply, Result
+from pipeline.protocol import Decision, DetectionResult, Reply, Result, Task
 
 __all__ = ["Offloader"]
 
@@ -119,6 +125,7 @@ class Offloader:
                 jpeg_quality=choice.quality,
                 deadline=plan.deadline,
                 model=self._cfg.model,
+                task=Task.DETECT if self._cfg.task == "detect" else None,
                 jpeg_codec=choice.codec,
                 scale=choice.scale,
             )
@@ -132,7 +139,7 @@ class Offloader:
     def _answered(
         self, reply: Reply, plan: OffloadPlan, *, bytes_sent: int, rtt_ms: float
     ) -> Outcome:
-        if isinstance(reply, Result):
+        if isinstance(reply, Result | DetectionResult):
             self._governor.on_answer()
             if self._triage.planner is not None:
                 self._triage.planner.measured()
@@ -141,6 +148,15 @@ class Offloader:
                 rtt_ms=rtt_ms,
                 worker_ms=reply.queue_ms + reply.decode_ms + reply.inference_ms,
             )
+            if isinstance(reply, DetectionResult):
+                return Outcome(
+                    Decision.CLOUD,
+                    confidence=reply.confidence,
+                    model=reply.model,
+                    bytes_sent=bytes_sent,
+                    rtt_ms=rtt_ms,
+                    detections=detections_of(reply),
+                )
             return Outcome(
                 Decision.CLOUD,
                 label=reply.label,

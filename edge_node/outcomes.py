@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge_node.local_model import LocalOutput
-from pipeline.protocol import Decision, ErrorCode, Reply, Result
+from pipeline.detection import Detection
+from pipeline.protocol import Decision, DetectionResult, ErrorCode, Reply, Result
 
-__all__ = ["BUSY_CODES", "Outcome", "decision_for", "with_local_answer"]
+__all__ = ["BUSY_CODES", "Outcome", "decision_for", "detections_of", "with_local_answer"]
 
 BUSY_CODES = frozenset({ErrorCode.BUSY, ErrorCode.SHUTTING_DOWN})
 
@@ -23,6 +24,7 @@ class Outcome:
     bytes_sent: int = 0
     rtt_ms: float | None = None
     detail: str | None = None
+    detections: tuple[Detection, ...] | None = None  # task detect: the answer's objects
 
 
 def with_local_answer(
@@ -38,16 +40,26 @@ def with_local_answer(
         return Outcome(decision, bytes_sent=bytes_sent, detail=detail)
     return Outcome(
         decision,
-        label=local.label,
+        label=local.class_label,
         confidence=local.confidence,
         model=local_name,
         bytes_sent=bytes_sent,
         detail=detail,
+        detections=local.detections,
+    )
+
+
+def detections_of(reply: DetectionResult) -> tuple[Detection, ...]:
+    return tuple(
+        Detection(label, name, score, box)
+        for label, name, score, box in zip(
+            reply.labels, reply.label_names, reply.scores, reply.boxes_xyxy(), strict=True
+        )
     )
 
 
 def decision_for(reply: Reply) -> Decision:
-    if isinstance(reply, Result):
+    if isinstance(reply, Result | DetectionResult):
         return Decision.CLOUD
     if reply.code in BUSY_CODES:
         return Decision.LOCAL_AFTER_BUSY

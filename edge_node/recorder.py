@@ -72,9 +72,12 @@ class Recorder:
             rtt_ms=outcome.rtt_ms,
             detail=outcome.detail,
             model=outcome.model,
-            local_label=local.label if local else None,
+            local_label=local.class_label if local else None,
             local_confidence=local.confidence if local else None,
             payload=(payload or self._default_payload) if outcome.decision.offloaded else None,
+            detections=None
+            if outcome.detections is None
+            else [(d.name, d.score, d.box) for d in outcome.detections],
         )
         self._stats.record_decision(
             outcome.decision, rtt_ms=outcome.rtt_ms, bytes_sent=outcome.bytes_sent

@@ -15,7 +15,7 @@ from edge_node.local_model import LocalOutput
 from edge_node.sources import CapturedFrame
 from pipeline.codecs import Image, encode_jpeg, encode_jpeg_abbreviated
 from pipeline.deadline import Deadline
-from pipeline.protocol import FrameRequest, PayloadCodec, TensorDType
+from pipeline.protocol import FrameRequest, PayloadCodec, Task, TensorDType
 from pipeline.quantize import QuantizedTensor
 
 __all__ = ["Payload", "build_request", "scaled"]
@@ -47,6 +47,7 @@ def build_request(
     model: str,
     jpeg_codec: PayloadCodec = PayloadCodec.JPEG,
     scale: float = 1.0,
+    task: Task | None = None,
 ) -> FrameRequest:
     """The request for ``frame``; a JPEG payload is ``jpeg_codec`` (full or abbreviated)
     at ``jpeg_quality``, of the frame scaled by ``scale`` (the worker resizes it)."""
@@ -94,7 +95,8 @@ def build_request(
         capture_ts=frame.capture_ts,
         deadline_ts=deadline.ts,
         model=model,
-        edge_label=local.label if local else None,
-        edge_confidence=local.confidence if local else None,
+        edge_label=local.class_label if local else None,
+        edge_confidence=local.confidence if local and local.detections is None else None,
+        task=task,
         **fields,  # type: ignore[arg-type]
     )

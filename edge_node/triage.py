@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from edge_node.detection_policy import DetectionPolicy
 from edge_node.estimators import LinkEstimator, WorkerLoad
 from edge_node.local_model import LocalModel, LocalOutput
 from edge_node.motion import MotionGate, load_mask
@@ -36,6 +38,7 @@ from edge_node.thresholds import adaptive_threshold
 from pipeline.codecs import Image, encode_jpeg
 from pipeline.config import EdgeConfig
 from pipeline.deadline import Deadline
+from pipeline.detection import Detection, Detector
 from pipeline.errors import ModelError
 from pipeline.protocol import Decision, PayloadCodec
 from pipeline.quantize import TensorWireDType
@@ -65,6 +68,7 @@ class OffloadPlan:
 
 
 Verdict = Decided | OffloadPlan
+Answer = LocalOutput | list[Detection]  # a local classifier's or detector's
 
 
 class Triage:
@@ -90,9 +94,13 @@ class Triage:
         self.quality: QualityPolicy = FixedQuality(cfg.jpeg_quality)
         self.overhead_bytes = 0.0  # envelope + topic beyond the payload, last seen
         self._motion: MotionGate | None = None
+        self.detector: Detector | None = None  # task detect: the local detector
+        self.detection_policy: DetectionPolicy | None = None
 
     @property
     def local_name(self) -> str | None:
+        if self.detector is not None:
+            return self.detector.name
         if self.partition is not None:
             return self.partition.name
         return self.local.name if self.local else None
@@ -101,6 +109,9 @@ class Triage:
         """Load the local model (or the partitioned one) and the quality policy, off the
         loop: reading weights and building a model is slow."""
         cfg = self._cfg
+        if cfg.task == "detect":
+            await self._load_detection()
+            return
         if cfg.partition == "auto" and cfg.local_model is not None:
             self.partition, self.planner = await asyncio.to_thread(
                 _partition_for, cfg.local_model, cfg.device_slowdown, cfg.tensor_dtype
@@ -120,10 +131,32 @@ class Triage:
             split = self.local.split if self.local else None
             self.quality = await asyncio.to_thread(make_quality_policy, cfg, local_split=split)
 
+    async def _load_detection(self) -> None:
+        cfg = self._cfg
+        labels: tuple[str, ...] = ()
+        if cfg.local_model is not None:
+            self.detector = await asyncio.to_thread(
+                Detector.by_name, cfg.local_model, min_score=min(cfg.detect_low, 0.2)
+            )
+            labels = self.detector.spec.labels
+        elif cfg.policy != "cloud-only":
+            raise ModelError(f"policy {cfg.policy!r} with task detect needs a local detector")
+        self.detection_policy = DetectionPolicy(
+            low=cfg.detect_low,
+            high=cfg.detect_high,
+            wanted=cfg.detect_classes,
+            local_labels=labels,
+            mode=cfg.policy,
+        )
+        if cfg.quality_policy != "fixed":
+            self.quality = await asyncio.to_thread(make_quality_policy, cfg)
+
     async def triage(self, frame: CapturedFrame) -> Verdict:
         if self._motion_gate_skips(frame):
             return Decided(Outcome(Decision.SKIPPED, detail="no motion"))
         deadline = Deadline.after(frame.capture_ts, self._cfg.deadline_ms)
+        if self.detection_policy is not None:
+            return await self._triage_detection(frame, deadline)
         local = None
         split = self.local.split if self.local else None
         planned: tuple[Plan, float] | None = None
@@ -159,18 +192,43 @@ class Triage:
             payload = "tensor"  # the planner cut at a split point: send its activation
         return OffloadPlan(local, local_name, choice, deadline, split, payload, planned)
 
+    async def _triage_detection(self, frame: CapturedFrame, deadline: Deadline) -> Verdict:
+        assert self.detection_policy is not None
+        local = None
+        if self.detector is not None:
+            local = await asyncio.to_thread(
+                self._run_locally, self.detector.detect_one, frame.image
+            )
+        route = self.detection_policy.route(local.detections or () if local else ())
+        name = self.local_name
+        if not route.offload:
+            return Decided(
+                with_local_answer(Decision.LOCAL, local, name, detail=route.reason), local
+            )
+        # The detection calibration has no confidence bins: its curve is the cloud
+        # detector's agreement with itself at full quality, whatever the edge saw.
+        choice = self._choose_quality(None, deadline)
+        if not choice.offload:
+            return Decided(
+                with_local_answer(Decision.LOCAL, local, name, detail=choice.reason), local
+            )
+        return OffloadPlan(local, name, choice, deadline, None, None, None)
+
     def observe_plan(self, plan: Plan, planned_mono: float) -> None:
         assert self.planner is not None
         self.planner.observe(plan, (time.monotonic() - planned_mono) * 1000)
 
     def _classify_locally(self, image: Image) -> LocalOutput:
-        """The local model's answer; ``edge.device_slowdown`` stretches its time."""
         assert self.local is not None
+        return self._run_locally(self.local.classify, image)
+
+    def _run_locally(self, answer: Callable[[Image], Answer], image: Image) -> LocalOutput:
+        """The local model's answer; ``edge.device_slowdown`` stretches its time."""
         started = time.monotonic()
-        local = self.local.classify(image)
+        found = answer(image)
         if self._cfg.device_slowdown > 1.0:
             time.sleep((self._cfg.device_slowdown - 1.0) * (time.monotonic() - started))
-        return local
+        return found if isinstance(found, LocalOutput) else LocalOutput.detected(found)
 
     def _plan_partition(self) -> Plan:
         assert self.planner is not None

@@ -111,7 +111,7 @@ def test_the_file_is_a_versioned_wal_database(tmp_path: Path) -> None:
         _capture(ledger, 1)
         with sqlite3.connect(path) as other:  # what another process sees, before close
             assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-            assert other.execute("PRAGMA user_version").fetchone() == (1,)
+            assert other.execute("PRAGMA user_version").fetchone() == (2,)
             assert other.execute("SELECT run_id, frame_id, decision FROM frames").fetchall() == [
                 ("r1", "f0", None)
             ]
@@ -221,7 +221,7 @@ def test_another_schema_is_refused_untouched(tmp_path: Path) -> None:
     with Ledger(newer):
         pass
     with sqlite3.connect(newer) as conn:
-        conn.execute("PRAGMA user_version=2")
+        conn.execute("PRAGMA user_version=3")
     conn.close()
     before = foreign.read_bytes()
     for path, reason in ((foreign, "not_a_ledger"), (newer, "schema_version")):
@@ -231,7 +231,7 @@ def test_another_schema_is_refused_untouched(tmp_path: Path) -> None:
             list_runs(path)
         assert writing.value.reason == reading.value.reason == reason
     assert foreign.read_bytes() == before
-    assert "schema 2" in str(reading.value)
+    assert "schema 3" in str(reading.value)
 
 
 def test_a_missing_file_is_an_error_and_is_not_created(tmp_path: Path) -> None:

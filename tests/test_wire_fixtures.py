@@ -15,6 +15,7 @@ from pipeline.protocol import (
     FrameRequest,
     PayloadCodec,
     ReplyBundle,
+    Task,
     TensorDType,
     decode_frames,
     decode_replies,
@@ -32,14 +33,18 @@ def _fixture(name: str) -> bytes:
 def test_every_message_type_and_case_has_a_fixture() -> None:
     kinds = {type(message).__name__ for message in FIXTURES.values()}
     assert kinds == {
-        "FrameRequest", "Result", "ErrorReply", "FrameBundle", "ReplyBundle",
-        "EdgeStatus", "WorkerStatus", "Event",
+        "FrameRequest", "Result", "DetectionResult", "ErrorReply", "FrameBundle",
+        "ReplyBundle", "EdgeStatus", "WorkerStatus", "Event",
     }  # fmt: skip
     frames = [m for m in FIXTURES.values() if isinstance(m, FrameRequest)]
     assert {f.codec for f in frames} == set(PayloadCodec)
     tensors = {f.dtype for f in frames if f.codec is PayloadCodec.TENSOR}
     assert tensors == set(TensorDType)
     assert any(f.tensor_scale is not None for f in frames)
+    assert {f.task for f in frames} == {None, Task.DETECT}
+    detections = [getattr(m, "labels", None) for m in FIXTURES.values()]
+    assert () in detections  # an empty frame's answer
+    assert any(labels for labels in detections)
     for codec in PayloadCodec:  # each codec with and without the optional fields
         given = {f.edge_label is not None for f in frames if f.codec is codec}
         assert given == {True, False}, codec
@@ -79,7 +84,7 @@ def test_the_fixture_decodes_to_its_value(name: str) -> None:
         replies, errors = decode_replies(data)
         assert [r.to_bytes() for r in replies] == list(message.replies)
         assert errors == []
-    elif type(message).__name__ in ("Result", "ErrorReply"):
+    elif type(message).__name__ in ("Result", "DetectionResult", "ErrorReply"):
         assert decode_reply(data) == message
         assert decode_replies(data) == ([message], [])
 

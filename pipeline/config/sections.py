@@ -94,9 +94,20 @@ class EdgeConfig:
     # local computation holds its thread this many times as long.
     partition: Literal["off", "auto"] = "off"
     device_slowdown: Slowdown = 1.0
+    # What the edge asks the cloud: "classify" (one label a frame) or "detect" (objects:
+    # people, vehicles), with a detector as local_model (ssdlite_person) and as model
+    # (nanodet_coco). Detection routing (edge_node/detection_policy.py), policy
+    # "threshold": a frame stays local when every local detection is sure (score >=
+    # detect_high) or noise (< detect_low) and no class in detect_classes is one the
+    # local detector cannot see; "cloud-only" and "local-only" as for classification.
+    task: Literal["classify", "detect"] = "classify"
+    detect_low: Fraction = 0.3
+    detect_high: Fraction = 0.7
+    detect_classes: tuple[str, ...] = ("person",)
 
     def __post_init__(self) -> None:
         check_declared(self, "edge")
+        self._check_detection()
         validate_level(self.edge_id, "edge.edge_id")
         self._check_modes()
         if self.policy != "cloud-only" and self.local_model is None:
@@ -121,6 +132,30 @@ class EdgeConfig:
                     f"edge.rate must be 'max', 'real' or a positive number, got {self.rate!r}",
                     key="edge.rate",
                 )
+
+    def _check_detection(self) -> None:
+        if self.task != "detect":
+            return
+        if self.detect_low > self.detect_high:
+            raise ConfigError(
+                f"edge.detect_low ({self.detect_low}) is above edge.detect_high "
+                f"({self.detect_high})",
+                key="edge.detect_low",
+            )
+        if self.payload != "jpeg" or self.partition != "off":
+            raise ConfigError(
+                "edge.task 'detect' sends images: it needs edge.payload = jpeg and "
+                "edge.partition = off",
+                key="edge.task",
+            )
+        if self.policy in ("entropy", "router"):
+            raise ConfigError(
+                f"edge.policy {self.policy!r} reads a classifier's scores; detection uses "
+                "cloud-only, local-only or threshold (detect_low/detect_high)",
+                key="edge.policy",
+            )
+        if not self.detect_classes or not all(c.strip() for c in self.detect_classes):
+            raise ConfigError("edge.detect_classes must name classes", key="edge.detect_classes")
 
     def _check_modes(self) -> None:
         """The quality, threshold and partition modes need a policy and payload to act on."""
@@ -187,6 +222,8 @@ class WorkerConfig:
     # metrics_addr = "0.0.0.0" for a scraper on another host.
     metrics_port: Port | None = None
     metrics_addr: str = "127.0.0.1"
+    # A detector's lowest kept score (worker.model a detector, e.g. nanodet_coco).
+    min_score: Fraction = 0.35
     # On SIGINT/SIGTERM, finish queued frames for at most this long before answering
     # the rest ``shutting_down``.
     drain_timeout_s: NonNegative = 10.0

@@ -14,18 +14,27 @@ from pipeline.protocol.bundles import (
     decode_frames,
     decode_replies,
 )
+from pipeline.protocol.detections import MAX_DETECTIONS, DetectionResult
 from pipeline.protocol.events import Decision, Event
-from pipeline.protocol.frames import MAX_PAYLOAD_BYTES, FrameRequest, PayloadCodec, TensorDType
+from pipeline.protocol.frames import (
+    MAX_PAYLOAD_BYTES,
+    FrameRequest,
+    PayloadCodec,
+    Task,
+    TensorDType,
+)
 from pipeline.protocol.replies import ErrorCode, ErrorReply, Reply, Result, decode_reply
 from pipeline.protocol.status import EdgeStatus, WorkerStatus
 
 __all__ = [
     "MAX_BUNDLE_FRAMES",
+    "MAX_DETECTIONS",
     "MAX_MESSAGE_BYTES",
     "MAX_PAYLOAD_BYTES",
     "SCHEMA_VERSION",
     "ArrivedFrames",
     "Decision",
+    "DetectionResult",
     "EdgeStatus",
     "ErrorCode",
     "ErrorReply",
@@ -36,6 +45,7 @@ __all__ = [
     "Reply",
     "ReplyBundle",
     "Result",
+    "Task",
     "TensorDType",
     "WorkerStatus",
     "decode_frames",

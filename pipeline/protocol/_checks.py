@@ -8,6 +8,11 @@ from typing import TypeGuard
 from pipeline.errors import ProtocolError
 
 MAX_ID_CHARS = 128
+MAX_LABEL = 2**31 - 1
+"""The largest class index a reply may carry: what an edge's SQLite ledger stores."""
+MAX_REPLY_BYTES = 256 * 1024
+"""Ceiling on one encoded reply (result, detections or error), alone or in a bundle.
+Here, not in ``replies``, so that every reply module can import it without a cycle."""
 # 1-128 characters, none of them '/', '+', '#' or NUL: one C call per id (ids are
 # checked on every frame and reply).
 _VALID_ID = re.compile(rf"[^/+#\x00]{{1,{MAX_ID_CHARS}}}")

@@ -132,7 +132,7 @@ class WireMessage(
         data = _ENCODER.encode(self)
         if data[0] == 0xDE and data[1] == 0 and data[2] < 16:
             # msgspec sizes a map header for every field a struct could write (a
-            # frame request: 18) and then stores the count it wrote; the protocol has
+            # frame request: 19) and then stores the count it wrote; the protocol has
             # always used the shortest header, a fixmap up to 15 keys. One copy, so
             # only where it differs.
             return bytes((0x80 | data[2],)) + memoryview(data)[3:]

@@ -7,8 +7,8 @@ at full speed, a multi-camera box, a burst after a stall) it sends them as one
 same batch with one :class:`ReplyBundle`. A camera at its own pace has one frame ready
 at a time and sends plain :class:`FrameRequest` messages, exactly as before.
 
-Each member is a complete encoded message (``FrameRequest.to_bytes()``, a result or an
-error), so it is validated on its own: one bad frame in a bundle gets its own
+Each member is a complete encoded message (``FrameRequest.to_bytes()``, a result,
+detections or an error), so it is validated on its own: one bad frame in a bundle gets its own
 ``bad_request`` answer and never spoils the others. Bundles carry no per-frame MQTT 5
 correlation data (every member names its frame id); only a worker that received a
 bundle answers with one, so an edge that never bundles never sees one.
@@ -31,9 +31,7 @@ from pipeline.protocol.frames import (
 from pipeline.protocol.replies import (
     MAX_REPLY_BYTES,
     REPLY_TYPES,
-    ErrorReply,
     Reply,
-    Result,
     decode_reply,
     reply_from_map,
 )
@@ -75,7 +73,8 @@ class FrameBundle(_wire.WireMessage, frozen=True, kw_only=True):
 
 
 class ReplyBundle(_wire.WireMessage, frozen=True, kw_only=True):
-    """Answers for one edge, each an encoded result or error, in one message."""
+    """Answers for one edge, each an encoded reply (any of ``REPLY_TYPES``), in one
+    message."""
 
     MESSAGE_TYPE: ClassVar[str] = "replies"
     MAX_BYTES: ClassVar[int] = _wire.MAX_MESSAGE_BYTES
@@ -102,7 +101,7 @@ def decode_replies(
     broken envelope raises :class:`ProtocolError`, as :func:`decode_reply` does.
     """
     message = _wire.decode_fast(data, (ReplyBundle, *REPLY_TYPES))
-    if isinstance(message, (Result, ErrorReply)):
+    if isinstance(message, REPLY_TYPES):
         return [message], []
     bundle = message if isinstance(message, ReplyBundle) else None
     if bundle is None:  # the checked path

@@ -10,7 +10,7 @@ from pipeline.errors import ProtocolError
 from pipeline.protocol import _wire
 from pipeline.protocol._checks import check_id, check_range, safe_id
 
-__all__ = ["MAX_PAYLOAD_BYTES", "FrameRequest", "PayloadCodec", "TensorDType"]
+__all__ = ["MAX_PAYLOAD_BYTES", "FrameRequest", "PayloadCodec", "Task", "TensorDType"]
 
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 """Default ceiling on a frame payload; a 4K RGB frame as raw uint8 is ~25 MB, so raw
@@ -54,14 +54,24 @@ class TensorDType(enum.StrEnum):
 _ITEMSIZES = {"uint8": 1, "float16": 2, "float32": 4}
 
 
+class Task(enum.StrEnum):
+    """What the edge asks of the frame; the reply's type follows (``Result`` for
+    ``classify``, ``DetectionResult`` for ``detect``)."""
+
+    CLASSIFY = "classify"
+    DETECT = "detect"
+
+
 class FrameRequest(_wire.WireMessage, frozen=True, kw_only=True):
-    """One frame an edge asks a worker to classify.
+    """One frame an edge asks a worker to classify, or to run a detector on.
 
     ``deadline_ts`` is absolute Unix time (edges and workers are expected to run NTP);
     a worker that cannot answer before it answers ``expired`` instead of computing.
     For ``jpeg`` and ``jpeg-abbrev`` the shape is the decoded (height, width, channels);
     for ``raw`` and ``tensor`` the payload length must equal the product of shape and
-    item size.
+    item size. ``task`` ``None`` means classify and is left off the wire, so a
+    classifying edge sends the bytes it always has, and a worker that predates
+    detection refuses a ``detect`` request (an unknown field) instead of classifying it.
     """
 
     MESSAGE_TYPE: ClassVar[str] = "frame"
@@ -86,6 +96,7 @@ class FrameRequest(_wire.WireMessage, frozen=True, kw_only=True):
     # tensor_offset`` (see pipeline.quantize); only a uint8 tensor has them.
     tensor_scale: _wire.Float | None = None
     tensor_offset: _wire.Float | None = None
+    task: Task | None = None  # last: None (classify) is not written
 
     def __post_init__(self) -> None:
         fid = safe_id(self.frame_id)
@@ -173,6 +184,10 @@ class FrameRequest(_wire.WireMessage, frozen=True, kw_only=True):
                 reason="bad_value",
                 frame_id=fid,
             )
+
+    @property
+    def wants_detection(self) -> bool:
+        return self.task is Task.DETECT
 
     @classmethod
     def from_bytes(

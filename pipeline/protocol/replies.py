@@ -7,15 +7,28 @@ from typing import ClassVar, Literal
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol import _wire
-from pipeline.protocol._checks import check_id, check_non_negative, check_range, safe_id
+from pipeline.protocol._checks import (
+    MAX_LABEL,
+    MAX_REPLY_BYTES,
+    check_id,
+    check_non_negative,
+    check_range,
+    safe_id,
+)
+from pipeline.protocol.detections import DetectionResult
 
-__all__ = ["ErrorCode", "ErrorReply", "Reply", "Result", "decode_reply", "reply_from_map"]
+__all__ = [
+    "MAX_REPLY_BYTES",
+    "REPLY_TYPES",
+    "ErrorCode",
+    "ErrorReply",
+    "Reply",
+    "Result",
+    "decode_reply",
+    "reply_from_map",
+]
 
-MAX_REPLY_BYTES = 256 * 1024
 MAX_ERROR_MESSAGE_CHARS = 1024
-
-
-MAX_LABEL = 2**31 - 1
 
 
 class Result(_wire.WireMessage, frozen=True, kw_only=True):
@@ -114,12 +127,14 @@ class ErrorReply(_wire.WireMessage, frozen=True, kw_only=True):
             raise ProtocolError("error 'message' is too long", reason="oversize", frame_id=fid)
 
 
-Reply = Result | ErrorReply
-REPLY_TYPES: tuple[type[Reply], ...] = (Result, ErrorReply)
+Reply = Result | DetectionResult | ErrorReply
+REPLY_TYPES: tuple[type[Reply], ...] = (Result, DetectionResult, ErrorReply)
+_BY_MESSAGE_TYPE: dict[str, type[Reply]] = {cls.MESSAGE_TYPE: cls for cls in REPLY_TYPES}
 
 
 def decode_reply(data: bytes | bytearray | memoryview) -> Reply:
-    """Decode whatever arrived on a result topic: a :class:`Result` or an :class:`ErrorReply`."""
+    """Decode whatever arrived on a result topic: a :class:`Result`, a
+    :class:`DetectionResult` or an :class:`ErrorReply`."""
     reply = _wire.decode_fast(data, REPLY_TYPES)
     if reply is None:
         reply = reply_from_map(_wire.unpack_map(data, max_bytes=MAX_REPLY_BYTES))
@@ -127,8 +142,10 @@ def decode_reply(data: bytes | bytearray | memoryview) -> Reply:
 
 
 def reply_from_map(obj: dict[str, object]) -> Reply:
-    """Validate an already unpacked result or error (see :func:`_wire.unpack_map`)."""
-    kind = _wire.message_type(obj)
-    if kind == ErrorReply.MESSAGE_TYPE:
-        return _wire.decode_as(ErrorReply, obj)
-    return _wire.decode_as(Result, obj)
+    """Validate an already unpacked reply (see :func:`_wire.unpack_map`).
+
+    Dispatched on ``"t"``; an unknown type is refused as a ``result`` would refuse it
+    (``wrong_message_type``), as it always has been."""
+    cls = _BY_MESSAGE_TYPE.get(_wire.message_type(obj), Result)
+    reply: Reply = _wire.decode_as(cls, obj)
+    return reply

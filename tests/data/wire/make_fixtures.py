@@ -10,6 +10,10 @@ The files were written by the hand-written MessagePack encoder that msgspec repl
 run this again only on purpose (a schema change), and say so where it is committed:
 
     .venv/bin/python tests/data/wire/make_fixtures.py
+
+It rewrites every file; those of an unchanged encoder come out byte for byte the same.
+``frame_jpeg_detect``, ``detections`` and ``detections_empty`` were added by this
+encoder (msgspec), with DetectionResult and FrameRequest.task.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ sys.path.insert(0, str(HERE.parents[2]))  # run as a script from a checkout
 
 from pipeline.protocol import (  # noqa: E402 - after the path above
     Decision,
+    DetectionResult,
     EdgeStatus,
     ErrorCode,
     ErrorReply,
@@ -32,6 +37,7 @@ from pipeline.protocol import (  # noqa: E402 - after the path above
     PayloadCodec,
     ReplyBundle,
     Result,
+    Task,
     TensorDType,
     WorkerStatus,
 )
@@ -114,6 +120,15 @@ FRAMES: dict[str, FrameRequest] = {
     ),
 }  # fmt: skip
 
+# Added with DetectionResult, apart from FRAMES (which frame_bundle_16 holds, so that
+# its bytes stay as they were): the frames above, without a task, are unchanged.
+DETECT_FRAMES: dict[str, FrameRequest] = {
+    "frame_jpeg_detect": _frame(
+        codec=PayloadCodec.JPEG, quality=85, shape=(480, 640, 3), payload=_JPEG,
+        model="ssdlite320_mobilenet_v3", task=Task.DETECT,
+    ),
+}  # fmt: skip
+
 RESULTS: dict[str, Result] = {
     "result": Result(
         frame_id="run1234-17", worker_id="w1", label=3, topk_labels=(3,),
@@ -126,6 +141,21 @@ RESULTS: dict[str, Result] = {
         topk_scores=(0.9, 0.05, 0.02, 0.02, 0.01), model="efficientnet_lite2",
         model_version="2024-06-01", queue_ms=1234.5, decode_ms=3.0,
         inference_ms=1e-3, batch_size=256,
+    ),
+}  # fmt: skip
+
+DETECTIONS: dict[str, DetectionResult] = {
+    "detections": DetectionResult(
+        frame_id="run1234-19", worker_id="w1", labels=(1, 3, 2**31 - 1),
+        label_names=("person", "car", "größe — 64 chars max"), scores=(0.9, 0.5, 0.0),
+        boxes=(0.0, 0.0, 1.0, 1.0, 0.25, 0.5, 0.375, 0.75, 0.5, 0.5, 0.5, 0.5),
+        model="ssdlite320_mobilenet_v3", model_version="1", queue_ms=1.5,
+        decode_ms=2.0, inference_ms=12.25, batch_size=4,
+    ),
+    "detections_empty": DetectionResult(
+        frame_id="run1234-20", worker_id="w1", labels=(), label_names=(), scores=(),
+        boxes=(), model="ssdlite320_mobilenet_v3", model_version="1", queue_ms=0.0,
+        decode_ms=0.0, inference_ms=0.0, batch_size=1,
     ),
 }  # fmt: skip
 
@@ -201,7 +231,9 @@ EVENTS: dict[str, Event] = {
     for i, (decision, extras) in enumerate(_EVENT_EXTRAS.items())
 }  # fmt: skip
 
-FIXTURES: dict[str, object] = {**FRAMES, **RESULTS, **ERRORS, **BUNDLES, **STATUSES, **EVENTS}
+FIXTURES: dict[str, object] = {
+    **FRAMES, **DETECT_FRAMES, **RESULTS, **DETECTIONS, **ERRORS, **BUNDLES, **STATUSES, **EVENTS
+}  # fmt: skip
 
 
 def fixture_path(name: str) -> Path:
