@@ -32,7 +32,6 @@ def _load_data(args: argparse.Namespace, classifier: object) -> CalibrationData:
     from edge_node import LocalModel, open_source
     from pipeline.inference import Classifier
 
-    assert isinstance(classifier, Classifier)
     source = open_source(args.source)
     images: list[Image] = []
     labels: list[int] = []
@@ -50,7 +49,9 @@ def _load_data(args: argparse.Namespace, classifier: object) -> CalibrationData:
         source.close()
     if not images:
         raise CamoffloadError(f"no images read from {args.source} (first {args.first})")
-    if min(labels) < 0:  # unlabelled: the cloud's answer on the uncompressed frame
+    if min(labels) < 0 and isinstance(classifier, Classifier):
+        # Unlabelled: the cloud's answer on the uncompressed frame. (A detector's
+        # reference is its own detections there: see calibration_sweep.)
         labels = [p.label for p in classifier.predict(images)]
     local = LocalModel(args.local_model, split=args.split) if args.local_model else None
     outputs = [local.classify(image) for image in images] if local else []
@@ -102,6 +103,7 @@ def add_calibrate_command(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def run_calibrate_command(args: argparse.Namespace) -> int:
+    from pipeline.detection import Detector, is_detector
     from pipeline.inference import Classifier
 
     if args.count < 8 or args.first < 0 or args.every < 1:
@@ -110,10 +112,19 @@ def run_calibrate_command(args: argparse.Namespace) -> int:
         raise CamoffloadError("JPEG qualities are 1-100")
     if not all(0 < s <= 1 for s in args.scales):
         raise CamoffloadError("--scales are fractions in (0, 1]")
-    classifier = Classifier.by_name(args.model, args.device)
-    data = _load_data(args, classifier)
+    model: Classifier | Detector
+    if is_detector(args.model):
+        if args.local_model is not None or args.bins:
+            raise CamoffloadError(
+                "a detector's calibration has no local-confidence bins: --bins 0, no "
+                "--local-model (the edge's detection policy decides what to send)"
+            )
+        model = Detector.by_name(args.model, min_score=0.35, device=args.device)
+    else:
+        model = Classifier.by_name(args.model, args.device)
+    data = _load_data(args, model)
     calibration = measure(
-        classifier,
+        model,
         data,
         qualities=tuple(args.qualities),
         scales=tuple(args.scales),

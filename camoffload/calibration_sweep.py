@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +86,36 @@ def _fit(xs: list[float], fit_acc: list[float], held_acc: list[float]) -> Fitted
     )
 
 
+# Per image, how right the model is on a degraded batch (0..1): (index of the batch's
+# first image, the batch) -> one score per image.
+Scorer = Callable[[int, list[Image]], "npt.NDArray[np.float64]"]
+
+
+def _scorer(model: object, data: CalibrationData) -> Scorer:
+    from pipeline.detection import Detector, agreement
+    from pipeline.inference import Classifier
+
+    if isinstance(model, Detector):
+        reference = model.detect(data.images)
+
+        def agree(start: int, images: list[Image]) -> npt.NDArray[np.float64]:
+            found = model.detect(images)
+            mine = reference[start : start + len(images)]
+            return np.asarray([agreement(f, r) for f, r in zip(found, mine, strict=True)])
+
+        return agree
+    assert isinstance(model, Classifier)
+
+    def right(start: int, images: list[Image]) -> npt.NDArray[np.float64]:
+        labels = np.asarray([p.label for p in model.predict(images)])
+        right: npt.NDArray[np.float64] = (
+            labels == data.labels[start : start + len(images)]
+        ).astype(np.float64)
+        return right
+
+    return right
+
+
 def measure(
     classifier: object,
     data: CalibrationData,
@@ -97,16 +128,22 @@ def measure(
     command: str = "",
     batch_size: int = 256,
 ) -> Calibration:
-    """Run the sweep with ``classifier`` (a :class:`pipeline.inference.Classifier`)."""
+    """Run the sweep with ``classifier`` (a :class:`pipeline.inference.Classifier`) or a
+    detector (a :class:`pipeline.detection.Detector`). A classifier's accuracy is its
+    top-1 against the labels; a detector's is its agreement (detection F1, IoU >= 0.5)
+    with its own answer on the undegraded frame: the reference the video-analytics
+    literature uses (DDS, AccMPEG)."""
+    from pipeline.detection import Detector
     from pipeline.inference import Classifier
 
-    assert isinstance(classifier, Classifier)
+    assert isinstance(classifier, Classifier | Detector)
+    score = _scorer(classifier, data)
     n = len(data.images)
     if n < 4 * max(1, bins):
         raise CamoffloadError(f"calibration needs at least {4 * max(1, bins)} images, got {n}")
     fit_half = np.arange(n) % 2 == 0
     reference = float(np.mean([len(encode_jpeg(im, reference_quality)) for im in data.images]))
-    raw: list[tuple[int, float, float, npt.NDArray[np.bool_]]] = []
+    raw: list[tuple[int, float, float, npt.NDArray[np.float64]]] = []
     for scale in scales:
         for quality in qualities:
             decoded, sizes = [], []
@@ -114,12 +151,12 @@ def measure(
                 out, size = _degrade(image, quality, scale, codec)
                 decoded.append(out)
                 sizes.append(size)
-            labels = [
-                p.label
-                for start in range(0, n, batch_size)
-                for p in classifier.predict(decoded[start : start + batch_size])
-            ]
-            correct = np.asarray(labels) == data.labels
+            correct = np.concatenate(
+                [
+                    score(start, decoded[start : start + batch_size])
+                    for start in range(0, n, batch_size)
+                ]
+            )
             raw.append((quality, scale, float(np.mean(sizes)), correct))
             logger.info(
                 "q%d scale %.2f: %.0f bytes, accuracy %.4f",

@@ -70,6 +70,8 @@ def test_demo_prints_a_summary_with_every_frame_decided_once(kind: str) -> None:
         "demo",
         "--frames",
         "12",
+        "--task",
+        "classify",
         "--broker-kind",
         kind,
         "--log-level",
@@ -85,8 +87,28 @@ def test_demo_prints_a_summary_with_every_frame_decided_once(kind: str) -> None:
     assert _field(out, "undecided") == "0"
     assert _field(out, "decided exactly once") == "yes"
     assert _field(out, "round trip p50").endswith("ms")
+    assert "people in view" not in out  # classification says nothing of people
     if kind == "embedded":
         assert "no shared subscriptions" in done.stderr  # the log says what it lacks
+
+
+def test_the_default_demo_is_a_security_camera(tmp_path: Path) -> None:
+    """People seen (the clip has 3-8 in every frame) and an annotated frame written."""
+    done = _camoffload(
+        "demo", "--frames", "12", "--out", str(tmp_path), "--set", "edge.deadline_ms=10000"
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "model nanodet_coco" in out
+    assert _field(out, "decided exactly once") == "yes"
+    assert _field(out, "answered") == _field(out, "offloaded")  # every offload answered
+    people = re.match(r"up to (\d+) at once, 0\.0-", _field(out, "people in view"))
+    assert people is not None
+    assert 3 <= int(people.group(1)) <= 9
+    snapshot = Path(_field(out, "annotated frame"))
+    assert snapshot.parent == tmp_path and snapshot.suffix == ".jpg"
+    assert snapshot.stat().st_size > 10_000
+    assert (tmp_path / "ledger.sqlite").is_file()
 
 
 def test_demo_against_a_running_broker(mosquitto: BrokerInfo) -> None:
@@ -94,6 +116,8 @@ def test_demo_against_a_running_broker(mosquitto: BrokerInfo) -> None:
         "demo",
         "--frames",
         "5",
+        "--task",
+        "classify",
         "--broker",
         mosquitto.url,
         "--set",

@@ -28,4 +28,7 @@ def config_schema() -> dict[str, Any]:
         if "description" in definition:  # a class docstring, as indented in the source
             definition["description"] = inspect.cleandoc(definition["description"])
     del schema["$defs"]["BrokerConfig"]["properties"]["password"]
-    return {"$schema": DIALECT, "title": "camoffload configuration", **schema}
+    document = {"$schema": DIALECT, "title": "camoffload configuration", **schema}
+    # As JSON has it (a tuple default is an array): what the printed schema reads back as.
+    result: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(document))
+    return result

@@ -1,6 +1,13 @@
 """Object detection: the shipped ONNX detectors, their decoders, and box arithmetic."""
 
-from pipeline.detection.boxes import Box, Detection, count_by_name, iou, non_max_suppression
+from pipeline.detection.boxes import (
+    Box,
+    Detection,
+    agreement,
+    count_by_name,
+    iou,
+    non_max_suppression,
+)
 from pipeline.detection.coco import COCO_LABELS, VEHICLES
 from pipeline.detection.detectors import (
     DETECTORS,
@@ -19,6 +26,7 @@ __all__ = [
     "Detection",
     "Detector",
     "DetectorSpec",
+    "agreement",
     "count_by_name",
     "default_detectors_dir",
     "get_detector_spec",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Box", "Detection", "count_by_name", "iou", "non_max_suppression"]
+__all__ = ["Box", "Detection", "agreement", "count_by_name", "iou", "non_max_suppression"]
 
 Box = tuple[float, float, float, float]
 Floats = npt.NDArray[np.float32]
@@ -71,3 +71,26 @@ def non_max_suppression(
         overlap = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
         order = rest[overlap <= iou_threshold]
     return keep
+
+
+def agreement(
+    found: Sequence[Detection], reference: Sequence[Detection], *, iou_threshold: float = 0.5
+) -> float:
+    """F1 of ``found`` against ``reference``: a detection matches an unmatched reference
+    box of the same class with IoU >= ``iou_threshold`` (greedy, best score first).
+    1.0 when both are empty: agreeing that nothing is there is agreement."""
+    if not found and not reference:
+        return 1.0
+    unmatched = list(reference)
+    hits = 0
+    for detection in sorted(found, key=lambda d: -d.score):
+        candidates = [
+            (iou(detection.box, r.box), i)
+            for i, r in enumerate(unmatched)
+            if r.name == detection.name
+        ]
+        best = max(candidates, default=(0.0, -1))
+        if best[0] >= iou_threshold:
+            hits += 1
+            unmatched.pop(best[1])
+    return 2 * hits / (len(found) + len(reference))
