@@ -35,6 +35,11 @@ for needed in pipeline/models/shipped/fmnist_exit_resnet.pt \
   pipeline/models/shipped/fmnist_exit_resnet.router.pt \
   pipeline/models/shipped/fmnist_exit_resnet.gompertz.json \
   pipeline/models/shipped/efficientnet_lite2.gompertz.json \
+  pipeline/models/shipped/nanodet_coco.gompertz.json \
+  pipeline/models/shipped/detectors/ssdlite_person.onnx \
+  pipeline/models/shipped/detectors/ssdlite_person.json \
+  pipeline/models/shipped/detectors/nanodet_coco.onnx \
+  pipeline/models/shipped/detectors/nanodet_coco.json \
   camoffload/data/vtest_clip.avi camoffload/eval/suites/seed-study.toml \
   licenses/LICENSE licenses/THIRD_PARTY_NOTICES.md; do
   grep -q "$needed" <<<"$listing" || { echo "check_wheel: $needed is not in $wheel" >&2; exit 1; }
@@ -54,6 +59,8 @@ run_outside() {  # run_outside LABEL: the two commands, from a folder with nothi
   grep -q "^frames  *20$" <<<"$out" || { echo "check_wheel: the demo did not replay 20 frames" >&2; exit 1; }
   grep -q "^decided exactly once  *yes$" <<<"$out" \
     || { echo "check_wheel: not every frame was decided exactly once" >&2; exit 1; }
+  grep -q "^people in view  *up to [1-9]" <<<"$out" \
+    || { echo "check_wheel: the demo saw no people from the $label" >&2; exit 1; }
   "$work/venv/bin/camoffload" eval --list | grep -q seed-study \
     || { echo "check_wheel: eval --list shows no built-in suite from the $label" >&2; exit 1; }
   # The shipped weights (sha256-checked against the manifest), router and calibrations.
@@ -63,7 +70,7 @@ from pipeline.models import default_router_path, load_early_exit, load_router
 
 network, manifest = load_early_exit("fmnist_exit_resnet")
 load_router(default_router_path("fmnist_exit_resnet"))
-for model in ("fmnist_exit_resnet", "efficientnet_lite2"):
+for model in ("fmnist_exit_resnet", "efficientnet_lite2", "nanodet_coco"):
     load_calibration(default_calibration_path(model))
 print(f"check_wheel: loaded {manifest.version} with its router and calibrations")
 PY
