@@ -83,6 +83,13 @@ def _edge_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", dest="cloud_model", help="edge.model: the cloud model to ask")
     group.add_argument("--local-model", help="edge.local_model, e.g. fmnist_exit_resnet")
     group.add_argument(
+        "--task",
+        dest="edge_task",
+        choices=["classify", "detect"],
+        help="edge.task: detect asks for objects (--local-model ssdlite_person --model "
+        "nanodet_coco --policy threshold)",
+    )
+    group.add_argument(
         "--policy",
         choices=["cloud-only", "local-only", "threshold", "entropy", "router"],
         help="edge.policy",
@@ -110,6 +117,7 @@ _FLAG_SETTINGS = {
     "edge_id": "edge.edge_id",
     "cloud_model": "edge.model",
     "local_model": "edge.local_model",
+    "edge_task": "edge.task",
     "policy": "edge.policy",
     "threshold": "edge.confidence_threshold",
     "payload": "edge.payload",
