@@ -295,7 +295,13 @@ def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
         title = f"camoffload demo: {shown} via {outcome.broker}, model {outcome.model}"
         print(format_summary(outcome.summary, title=title), flush=True)
         if outcome.security is not None:
-            print(format_security(outcome.security, outcome.snapshot), flush=True)
+            text = format_security(
+                outcome.security,
+                outcome.snapshot,
+                offloaded=outcome.summary.offloaded,
+                bytes_sent=outcome.summary.bytes_sent,
+            )
+            print(text, flush=True)
         return 0
 
     return run_with_signals(main)

@@ -73,8 +73,15 @@ class SecuritySummary:
         return f"frames {first}-{last} ({len(frames)} frames)"
 
 
-def format_security(summary: SecuritySummary, snapshot: Path | None) -> str:
+def format_security(
+    summary: SecuritySummary, snapshot: Path | None, *, offloaded: int, bytes_sent: int
+) -> str:
+    """The security lines under the demo's summary table."""
+    share = offloaded / summary.frames if summary.frames else 0.0
+    per_frame = bytes_sent / summary.frames if summary.frames else 0.0
     rows = [
+        ("sent to the cloud", f"{offloaded} of {summary.frames} frames ({share:.0%}), "
+         f"{per_frame / 1000:.1f} kB a frame"),
         ("people in view", f"up to {max(summary.people, default=0)} at once, "
          f"{summary.when(summary.people)}"),
         ("vehicles in view", f"up to {max(summary.vehicles, default=0)} at once, "

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from camoffload.security import SecuritySummary, draw_detections, format_security
 from edge_node.detection_policy import DetectionPolicy
+from edge_node.ledger_rows import FrameRecord
 from pipeline.detection import (
     Detection,
     Detector,
@@ -50,7 +52,8 @@ def test_the_cloud_detector_sees_the_people_and_the_parked_vehicles(
         assert any(d.box[0] > 0.8 and d.box[3] < 0.25 for d in vehicles)
         for d in found:
             x1, y1, x2, y2 = d.box
-            assert 0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1
+            assert 0 <= x1 <= x2 <= 1
+            assert 0 <= y1 <= y2 <= 1
             assert 0.35 <= d.score <= 1
 
 
@@ -100,7 +103,8 @@ def test_nanodet_decoding_puts_a_box_around_the_hot_cell() -> None:
     found = decode_nanodet(outputs, tuple(str(i) for i in range(classes)), 0.35, size)
     assert len(found) == 1
     (d,) = found
-    assert d.label == 2 and d.score == pytest.approx(0.9)
+    assert d.label == 2
+    assert d.score == pytest.approx(0.9)
     cx, cy = (20 + 0.5) * 8, (10 + 0.5) * 8
     expected = ((cx - 16) / size, (cy - 16) / size, (cx + 16) / size, (cy + 16) / size)
     assert d.box == pytest.approx(expected, abs=1e-4)
@@ -126,10 +130,10 @@ def test_a_detector_file_loads_only_with_its_sha256(tmp_path: Path) -> None:
 def test_a_missing_detector_file_is_one_clear_line(tmp_path: Path) -> None:
     folder = _copy_detectors(tmp_path)
     (folder / "nanodet_coco.onnx").unlink()
-    with pytest.raises(ModelError, match="nanodet_coco.onnx is missing"):
+    with pytest.raises(ModelError, match=r"nanodet_coco\.onnx is missing"):
         Detector(get_detector_spec("nanodet_coco", detectors_dir=folder))
     (folder / "nanodet_coco.json").unlink()
-    with pytest.raises(ModelError, match="manifest .* is missing"):
+    with pytest.raises(ModelError, match=r"manifest .* is missing"):
         get_detector_spec("nanodet_coco", detectors_dir=folder)
     with pytest.raises(ModelError, match="known detectors: ssdlite_person, nanodet_coco"):
         get_detector_spec("yolo")
@@ -171,7 +175,8 @@ def test_classes_the_edge_cannot_see_go_to_the_cloud_and_modes_override() -> Non
         low=0.3, high=0.7, wanted=("person", "car"), local_labels=("person",)
     )
     route = wants_cars.route([_person(0.95)])
-    assert route.offload and "car" in route.reason
+    assert route.offload
+    assert "car" in route.reason
     for mode, offload in (("cloud-only", True), ("local-only", False)):
         policy = DetectionPolicy(
             low=0.3, high=0.7, wanted=("car",), local_labels=("person",), mode=mode
@@ -179,3 +184,42 @@ def test_classes_the_edge_cannot_see_go_to_the_cloud_and_modes_override() -> Non
         assert policy.route([_person(0.5)]).offload is offload
     with pytest.raises(ValueError, match="low <= high"):
         DetectionPolicy(low=0.8, high=0.7, wanted=(), local_labels=())
+
+
+def _record(seq: int, detections: list[dict[str, object]] | None) -> FrameRecord:
+    return FrameRecord(
+        run_id="r", frame_id=f"f{seq}", seq=seq, capture_ts=0.0, true_label=None,
+        decision="local", decided_ts=0.0, label=None, confidence=None, bytes_sent=0,
+        rtt_ms=None, detail=None, model=None, local_label=None, local_confidence=None,
+        payload=None, detections=detections,
+    )  # fmt: skip
+
+
+def test_the_security_summary_counts_people_and_vehicles_and_says_when() -> None:
+    box = [0.1, 0.1, 0.2, 0.4]
+    records = [
+        _record(0, []),
+        _record(1, [{"label": "person", "score": 0.9, "box": box},
+                    {"label": "person", "score": 0.2, "box": box}]),  # noise: not counted
+        _record(2, [{"label": "person", "score": 0.8, "box": box},
+                    {"label": "person", "score": 0.5, "box": box},
+                    {"label": "truck", "score": 0.4, "box": box}]),
+        _record(3, None),  # a classification frame: nothing to count
+    ]  # fmt: skip
+    summary = SecuritySummary.from_records(records, fps=10.0)
+    assert summary.people == (0, 1, 2, 0)
+    assert summary.vehicles == (0, 0, 1, 0)
+    assert summary.busiest_seq == 2
+    assert summary.when(summary.people) == "0.1-0.2 s (2 frames)"
+    assert SecuritySummary.from_records(records[:1], fps=None).busiest_seq is None
+    text = format_security(summary, Path("/x/frame-00002.jpg"), offloaded=1, bytes_sent=40_000)
+    assert "1 of 4 frames (25%), 10.0 kB a frame" in text
+    assert "up to 2 at once, 0.1-0.2 s" in text
+    assert "/x/frame-00002.jpg" in text
+
+
+def test_detections_are_drawn_on_a_copy() -> None:
+    image = np.zeros((100, 200, 3), np.uint8)
+    drawn = draw_detections(image, [{"label": "person", "score": 0.9, "box": [0.1, 0.1, 0.5, 0.9]}])
+    assert not image.any()  # the original is untouched
+    assert tuple(drawn[50, 20]) == (0, 0, 255)  # the box's left edge, in red
