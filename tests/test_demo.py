@@ -106,7 +106,8 @@ def test_the_default_demo_is_a_security_camera(tmp_path: Path) -> None:
     assert people is not None
     assert 3 <= int(people.group(1)) <= 9
     snapshot = Path(_field(out, "annotated frame"))
-    assert snapshot.parent == tmp_path and snapshot.suffix == ".jpg"
+    assert snapshot.parent == tmp_path
+    assert snapshot.suffix == ".jpg"
     assert snapshot.stat().st_size > 10_000
     assert (tmp_path / "ledger.sqlite").is_file()
 

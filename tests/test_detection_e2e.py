@@ -181,9 +181,12 @@ def test_a_worker_refuses_the_task_it_does_not_serve(
             )
             await c.publish(cfg.topics.frames("cam-1"), new_edge.to_bytes(), qos=1)
             second = decode_reply((await next_message(c)).payload)  # type: ignore[arg-type]
-        assert isinstance(first, ErrorReply) and isinstance(second, ErrorReply)
+        assert isinstance(first, ErrorReply)
+        assert isinstance(second, ErrorReply)
         return first, second
 
     first, second = asyncio.run(scenario())
-    assert first.code is ErrorCode.BAD_REQUEST and "detects objects" in first.message
-    assert second.code is ErrorCode.BAD_REQUEST and "classifies" in second.message
+    assert first.code is ErrorCode.BAD_REQUEST
+    assert "detects objects" in first.message
+    assert second.code is ErrorCode.BAD_REQUEST
+    assert "classifies" in second.message
