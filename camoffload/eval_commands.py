@@ -4,6 +4,11 @@ camoffload eval --list
 camoffload eval --suite seed-study [--quick] [--out DIR] [--broker URL]
                 [--publish docs/results.md]
 camoffload eval --report DIR [--publish docs/results.md]
+camoffload eval --suite security [--source-file VIDEO] [--hand-counts CSV] [--quick]
+
+The security suite (``analysis = "security"``) has its own runner and report
+(camoffload/eval/security_*.py): each of its cells is a replay of a video against a
+reference detector, not the classification runner's shared broker and loads.
 """
 
 from __future__ import annotations
@@ -16,9 +21,13 @@ import sys
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from camoffload.lifecycle import run_with_signals
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from camoffload.eval.suite import Suite
 
 __all__ = ["add_eval_command", "run_eval_command"]
 
@@ -44,6 +53,19 @@ def add_eval_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="RESULTS_MD",
         help="also write the suite's section of this markdown file (docs/results.md)",
     )
+    p.add_argument(
+        "--source-file",
+        type=Path,
+        metavar="VIDEO",
+        help="security suite: also run this video file (e.g. the full vtest.avi)",
+    )
+    p.add_argument(
+        "--hand-counts",
+        type=Path,
+        metavar="CSV",
+        help="security suite: people counted by hand (frame,people; frame 0-based) to "
+        "check the reference against",
+    )
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -68,11 +90,16 @@ def run_eval_command(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     _require_eval_extra()
     from camoffload.eval.report import publish, render_report
+    from camoffload.eval.security_report import is_security_results
 
     if args.report is not None:
+        if is_security_results(args.report):
+            return _security_report(args.report, args.publish)
         folder = args.report
     else:
         suite = load_suite(args.suite, quick=args.quick)
+        if suite.analysis == "security":
+            return _run_security(args, argv, suite)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         folder = args.out or Path("results") / f"{suite.name}-{stamp}"
         command = "camoffload " + shlex.join(_without_out(argv))
@@ -105,6 +132,56 @@ def run_eval_command(args: argparse.Namespace, argv: list[str]) -> int:
     if args.publish is not None:
         images = publish(folder, args.publish)
         print(f"published: {args.publish} (plots in {images})")
+    return 0
+
+
+def _run_security(args: argparse.Namespace, argv: list[str], suite: Suite) -> int:
+    from camoffload.eval.security_measures import read_hand_counts
+    from camoffload.eval.security_suite import run_security
+
+    hand = read_hand_counts(args.hand_counts) if args.hand_counts is not None else None
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    folder: Path = args.out or Path("results") / f"{suite.name}-{stamp}"
+    command = "camoffload " + shlex.join(_without_out(argv))
+    print(f"camoffload eval: {suite.name} -> {folder}", flush=True)
+
+    async def main(stop: asyncio.Event) -> int:
+        def say(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+        meta = await run_security(
+            suite,
+            folder,
+            source_file=args.source_file,
+            hand_counts=hand,
+            command=command,
+            progress=say,
+            stop=stop,
+        )
+        if not meta["complete"]:
+            print(f"camoffload eval: stopped; partial results in {folder}", file=sys.stderr)
+        return 0
+
+    code = run_with_signals(main)
+    if code != 0:
+        return code
+    return _security_report(folder, args.publish)
+
+
+def _security_report(folder: Path, results_md: Path | None) -> int:
+    from camoffload.eval.security_report import (
+        format_tables,
+        load_security,
+        publish_security,
+        render_security_report,
+    )
+
+    report = render_security_report(folder)
+    print("\n".join(format_tables(load_security(folder))))
+    print(f"report: {report}")
+    if results_md is not None:
+        images = publish_security(folder, results_md)
+        print(f"published: {results_md} (plots in {images})")
     return 0
 
 

@@ -26,7 +26,7 @@ from camoffload.eval.plots import render_plots
 from camoffload.eval.suite import Suite, parse_suite
 from pipeline.errors import CamoffloadError
 
-__all__ = ["Results", "load_results", "publish", "render_report"]
+__all__ = ["Results", "load_results", "publish", "render_report", "write_section"]
 
 _RESULTS_HEADER = """# Results
 
@@ -156,14 +156,14 @@ def publish(folder: Path, results_md: Path) -> Path:
         results.cells, results.frames, images, coverage=results.suite.analysis == "coverage"
     )
     prefix = f"img/results/{name}/"
+    write_section(results_md, name, results.suite.title, _body(results, prefix, plots))
+    return images
+
+
+def write_section(results_md: Path, name: str, title: str, body: list[str]) -> None:
+    """Replace suite ``name``'s section of ``results_md`` (or add it) with ``body``."""
     section = "\n".join(
-        [
-            f"<!-- suite:{name} -->",
-            f"## {results.suite.title}",
-            "",
-            *_body(results, prefix, plots),
-            f"<!-- /suite:{name} -->",
-        ]
+        [f"<!-- suite:{name} -->", f"## {title}", "", *body, f"<!-- /suite:{name} -->"]
     )
     text = results_md.read_text(encoding="utf-8") if results_md.exists() else _RESULTS_HEADER
     pattern = re.compile(
@@ -175,4 +175,3 @@ def publish(folder: Path, results_md: Path) -> Path:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     results_md.parent.mkdir(parents=True, exist_ok=True)
     results_md.write_text(text, encoding="utf-8")
-    return images

@@ -4,7 +4,7 @@ A suite file::
 
     name = "seed-study"
     title = "Local, cloud or early exit, as server load and the link change"
-    analysis = "crossover"            # crossover | partition | coverage | savings
+    analysis = "crossover"            # crossover | partition | coverage | savings | security
     paper = "Seed study: a busy server and slow networks change which strategy wins"
 
     [run]                             # defaults for every cell
@@ -66,8 +66,17 @@ __all__ = [
     "load_suite",
 ]
 
-Analysis = Literal["crossover", "partition", "coverage", "savings", "table"]
-ANALYSES: tuple[Analysis, ...] = ("crossover", "partition", "coverage", "savings", "table")
+# "security": detection strategies against a reference detector, each cell its own
+# replay (camoffload/eval/security_suite.py), not the classification runner.
+Analysis = Literal["crossover", "partition", "coverage", "savings", "table", "security"]
+ANALYSES: tuple[Analysis, ...] = (
+    "crossover",
+    "partition",
+    "coverage",
+    "savings",
+    "table",
+    "security",
+)
 Reference = Literal["labels", "cloud"]
 
 
