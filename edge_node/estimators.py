@@ -99,8 +99,12 @@ class LinkEstimator:
         window: int = 64,
         prior_bytes_per_s: float | None = None,
         min_transfer_ms: float = 2.0,
+        probe_after_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
+        self._probe_after_s = probe_after_s
+        self._last_sample: float | None = None
         self._network = DecayingAverage(half_life_s, clock=clock)
         self._size = DecayingAverage(half_life_s, clock=clock)
         self._bandwidth = DecayingAverage(half_life_s, clock=clock)
@@ -109,6 +113,7 @@ class LinkEstimator:
         self._min_transfer_ms = min_transfer_ms
 
     def record(self, *, message_bytes: int, rtt_ms: float, worker_ms: float = 0.0) -> None:
+        self._last_sample = self._clock()
         network_ms = max(0.0, rtt_ms - max(0.0, worker_ms))
         self._recent.append(network_ms)
         base = min(self._recent)
@@ -118,7 +123,23 @@ class LinkEstimator:
         if transfer_ms >= self._min_transfer_ms and message_bytes > 0:
             self._bandwidth.update(1000.0 * message_bytes / transfer_ms)
 
+    def record_timeout(self, *, message_bytes: int, waited_ms: float) -> None:
+        """A frame sent ``waited_ms`` ago got no answer by its deadline: its round trip
+        was at least that. Counted as a sample of exactly that (an underestimate), so a
+        link too slow for the deadline shows in the estimate even when no answer ever
+        arrives; otherwise an edge that only ever times out would keep believing the
+        link is fast and keep sending frames that cannot arrive in time."""
+        self.record(message_bytes=message_bytes, rtt_ms=waited_ms)
+
     def estimate(self) -> LinkEstimate:
+        now = self._clock()
+        if self._last_sample is not None and now - self._last_sample > self._probe_after_s:
+            # Nothing measured for a while: a policy that judged the link hopeless has
+            # stopped sending, so nothing would ever say it recovered. Once per
+            # ``probe_after_s`` the estimate is "unknown" for one frame: that frame
+            # goes, and its answer (or its timeout) refreshes the estimate.
+            self._last_sample = now
+            return LinkEstimate(None, None, None, self._prior)
         return LinkEstimate(
             network_ms=self._network.value,
             message_bytes=self._size.value,

@@ -82,6 +82,10 @@ class Offloader:
                 await self._sender.send(client, frame_id, data)
                 reply = await future
         except TimeoutError:
+            if bytes_sent:
+                self._link.record_timeout(
+                    message_bytes=bytes_sent, waited_ms=(time.monotonic() - sent_mono) * 1000
+                )
             outcome = with_local_answer(
                 Decision.LOCAL_AFTER_TIMEOUT, local, local_name, bytes_sent=bytes_sent
             )

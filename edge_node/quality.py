@@ -141,11 +141,15 @@ class GompertzQuality:
         return self.calibration.curve.curve, local.confidence
 
     def options(self, local: LocalOutput | None, conditions: Conditions) -> list[_Option]:
-        """Keeping it local (with a local model) and each frontier point, priced."""
+        """Keeping the frame (its local answer, if any) and each frontier point, priced."""
         curve, local_accuracy = self._curve_and_local(local)
         fallback = 0.0 if local_accuracy is None else local_accuracy
         budget = conditions.time_left_ms * self._margin
-        out = [] if local_accuracy is None else [_Option(0.0, local_accuracy)]
+        # Keeping the frame is always an option. With no local answer it is worth
+        # nothing, so it wins only when no quality can arrive in time; then sending
+        # would cost bytes for an answer that comes too late, and would queue ahead of
+        # the frames that could still make it.
+        out = [_Option(0.0, fallback)]
         for point in self._points:
             size = point.bytes + conditions.overhead_bytes
             arrives = conditions.link.network_ms_for(size) + conditions.worker_ms

@@ -274,3 +274,35 @@ def test_an_edge_sends_abbreviated_jpegs_at_the_chosen_quality(
     assert summary.bytes_sent < fixed_summary.bytes_sent / 2
     assert summary.accuracy is not None
     assert summary.accuracy >= 0.75
+
+
+def test_without_a_local_answer_a_frame_that_cannot_arrive_in_time_is_not_sent() -> None:
+    """No local model (or a detector, whose answer the calibration does not price):
+    sending costs bytes for an answer that would come too late, so the frame stays."""
+    hopeless = Conditions(
+        time_left_ms=50.0, link=LinkEstimate(400.0, 500.0, 300.0, 10_000.0), worker_ms=5.0
+    )
+    choice = GompertzQuality(CALIBRATION).choose(None, hopeless)
+    assert not choice.offload
+    assert "deadline" in choice.reason
+    assert GompertzQuality(CALIBRATION).choose(None, FAST).offload  # in time: sent
+
+
+def test_timeouts_teach_the_link_estimate_that_the_link_is_slow() -> None:
+    clock = Clock()
+    link = LinkEstimator(clock=clock)
+    assert link.estimate().network_ms_for(30_000) == 0.0  # nothing known: optimistic
+    for _ in range(3):
+        clock.now += 1.0
+        link.record_timeout(message_bytes=30_000, waited_ms=1000.0)
+    assert link.estimate().network_ms_for(30_000) >= 1000.0
+
+
+def test_a_link_judged_hopeless_is_probed_again() -> None:
+    clock = Clock()
+    link = LinkEstimator(clock=clock, probe_after_s=5.0)
+    link.record_timeout(message_bytes=30_000, waited_ms=1000.0)
+    assert link.estimate().network_ms_for(30_000) >= 1000.0
+    clock.now += 6.0  # nothing sent, nothing measured since
+    assert link.estimate().network_ms_for(30_000) == 0.0  # one probe goes
+    assert link.estimate().network_ms_for(30_000) >= 1000.0  # the rest wait for it
