@@ -1,0 +1,218 @@
+"""Objects, not frames: per-frame detections become tracked objects with a life.
+
+A security user subscribes to "a person appeared at 14:02, here they are, they left at
+14:03", not to frames. The tracker matches each frame's detections to the objects it
+follows, per label, greedily by IoU (best pair first), and turns the result into
+Frigate-style events: ``new`` once an object has been seen on ``min_hits`` frames,
+``update`` when its best score rises or it moves (at most once per ``update_s``), and
+``end`` once it has been missing for ``max_missed_s``.
+
+Detections arrive from two detectors: the edge's sees people only, the cloud's sees
+vehicles too. A frame answered by a detector that cannot see a label is no evidence
+that an object of that label left, so objects of labels the answering detector does not
+know are neither matched nor counted missing on that frame (``seen_labels``).
+
+Pure and synchronous: the edge feeds it each decided frame in capture order; no MQTT.
+Memory is bounded by ``max_objects`` live objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipeline.detection import Box, Detection, iou
+
+__all__ = ["EventType", "ObjectEvent", "ObjectTracker", "TrackedObject"]
+
+EventType = Literal["new", "update", "end"]
+Source = Literal["edge", "cloud"]
+
+
+@dataclass(slots=True)
+class TrackedObject:
+    """One object's life so far."""
+
+    # "<start ts>-<6 hex>", shaped like Frigate's event ids; derived from the first
+    # detection, so replaying a ledger's detections gives the ids the live events had.
+    id: str
+    label: str
+    box: Box
+    score: float  # this frame's
+    top_score: float
+    start_ts: float
+    last_ts: float
+    best_seq: int  # the frame of ``top_score``: the snapshot's
+    best_box: Box
+    frames: int = 1
+    seen_by: set[Source] = field(default_factory=set)
+    confirmed: bool = False  # ``new`` was sent
+    end_ts: float | None = None
+    # The last frame whose detector could not see this label: no evidence of absence.
+    excused_ts: float = 0.0
+    _published_box: Box | None = None
+    _published_score: float = 0.0
+    _published_ts: float = 0.0
+
+
+def _object_id(ts: float, detection: Detection) -> str:
+    seed = f"{ts:.6f} {detection.name} {detection.box}".encode()
+    return f"{ts:.6f}-{hashlib.blake2s(seed, digest_size=3).hexdigest()}"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectEvent:
+    type: EventType
+    object: TrackedObject
+    ts: float
+
+
+class ObjectTracker:
+    def __init__(
+        self,
+        *,
+        labels: Iterable[str],
+        min_score: float = 0.35,
+        iou_threshold: float = 0.3,
+        min_hits: int = 2,
+        max_missed_s: float = 1.0,
+        update_s: float = 1.0,
+        max_objects: int = 256,
+    ) -> None:
+        self.labels = frozenset(labels)
+        self.min_score = min_score
+        self.iou_threshold = iou_threshold
+        self.min_hits = min_hits
+        self.max_missed_s = max_missed_s
+        self.update_s = update_s
+        self.max_objects = max_objects
+        self.live: dict[str, TrackedObject] = {}
+        self.ended = 0
+
+    def counts(self) -> dict[str, int]:
+        """Confirmed objects in view now, per watched label (0 for a label not in view)."""
+        counts = dict.fromkeys(sorted(self.labels), 0)
+        for obj in self.live.values():
+            if obj.confirmed:
+                counts[obj.label] += 1
+        return counts
+
+    def update(
+        self,
+        ts: float,
+        seq: int,
+        detections: Sequence[Detection],
+        *,
+        source: Source,
+        seen_labels: Iterable[str],
+    ) -> list[ObjectEvent]:
+        """Feed one decided frame; the events it causes, in order."""
+        seen = frozenset(seen_labels) & self.labels
+        wanted = [d for d in detections if d.name in self.labels and d.score >= self.min_score]
+        events: list[ObjectEvent] = []
+        unmatched = self._match(wanted, ts, seq, source, seen, events)
+        for detection in unmatched:
+            if len(self.live) >= self.max_objects:
+                break  # bounded: a flood of boxes cannot grow the tracker without limit
+            obj = TrackedObject(
+                id=_object_id(ts, detection),
+                label=detection.name,
+                box=detection.box,
+                score=detection.score,
+                top_score=detection.score,
+                start_ts=ts,
+                last_ts=ts,
+                best_seq=seq,
+                best_box=detection.box,
+                seen_by={source},
+            )
+            self.live[obj.id] = obj
+            self._confirm(obj, ts, events)
+        for obj in list(self.live.values()):
+            if obj.label not in seen:
+                obj.excused_ts = ts
+            elif ts - max(obj.last_ts, obj.excused_ts) > self.max_missed_s:
+                events.extend(self._end(obj, obj.last_ts))
+        return events
+
+    def finish(self, ts: float) -> list[ObjectEvent]:
+        """End every live object (the source ended or the edge stops)."""
+        events: list[ObjectEvent] = []
+        for obj in list(self.live.values()):
+            events.extend(self._end(obj, min(ts, obj.last_ts)))
+        return events
+
+    def _match(
+        self,
+        wanted: list[Detection],
+        ts: float,
+        seq: int,
+        source: Source,
+        seen: frozenset[str],
+        events: list[ObjectEvent],
+    ) -> list[Detection]:
+        """Match ``wanted`` to live objects of labels this detector sees; the rest."""
+        pairs = sorted(
+            (
+                (iou(obj.box, d.box), obj_id, i)
+                for obj_id, obj in self.live.items()
+                if obj.label in seen
+                for i, d in enumerate(wanted)
+                if d.name == obj.label
+            ),
+            reverse=True,
+        )
+        taken_objects: set[str] = set()
+        taken_detections: set[int] = set()
+        for overlap, obj_id, i in pairs:
+            if overlap < self.iou_threshold:
+                break
+            if obj_id in taken_objects or i in taken_detections:
+                continue
+            taken_objects.add(obj_id)
+            taken_detections.add(i)
+            self._observe(self.live[obj_id], wanted[i], ts, seq, source, events)
+        return [d for i, d in enumerate(wanted) if i not in taken_detections]
+
+    def _observe(
+        self,
+        obj: TrackedObject,
+        detection: Detection,
+        ts: float,
+        seq: int,
+        source: Source,
+        events: list[ObjectEvent],
+    ) -> None:
+        obj.box, obj.score, obj.last_ts = detection.box, detection.score, ts
+        obj.frames += 1
+        obj.seen_by.add(source)
+        if detection.score > obj.top_score:
+            obj.top_score, obj.best_seq, obj.best_box = detection.score, seq, detection.box
+        if not obj.confirmed:
+            self._confirm(obj, ts, events)
+            return
+        moved = obj._published_box is None or iou(obj._published_box, obj.box) < 0.7
+        better = obj.top_score > obj._published_score
+        if (moved or better) and ts - obj._published_ts >= self.update_s:
+            self._publish(obj, ts)
+            events.append(ObjectEvent("update", obj, ts))
+
+    def _confirm(self, obj: TrackedObject, ts: float, events: list[ObjectEvent]) -> None:
+        if obj.frames >= self.min_hits:
+            obj.confirmed = True
+            self._publish(obj, ts)
+            events.append(ObjectEvent("new", obj, ts))
+
+    @staticmethod
+    def _publish(obj: TrackedObject, ts: float) -> None:
+        obj._published_box, obj._published_score, obj._published_ts = obj.box, obj.top_score, ts
+
+    def _end(self, obj: TrackedObject, end_ts: float) -> list[ObjectEvent]:
+        del self.live[obj.id]
+        if not obj.confirmed:
+            return []  # seen once: noise, never announced
+        obj.end_ts = end_ts
+        self.ended += 1
+        return [ObjectEvent("end", obj, end_ts)]
