@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 
@@ -36,6 +37,7 @@ from edge_node.ledger import Ledger, LedgerSummary
 from edge_node.live import DroppedFrame, LatestFrameReader
 from edge_node.local_model import LocalModel
 from edge_node.metrics import EdgeMetrics
+from edge_node.objects import watcher_for
 from edge_node.offload import Offloader
 from edge_node.outcomes import Outcome, with_local_answer
 from edge_node.pacing import Pacer, frames_per_second
@@ -187,6 +189,10 @@ class EdgeNode:
         wrong address is a clear error; after that, outages are ridden out locally.
         """
         await self._triage.load()
+        if self._cfg.task == "detect":
+            detector = self._triage.detector
+            labels = detector.spec.labels if detector is not None else ()
+            self._recorder.objects = watcher_for(self._cfg, self._topics, labels, self._client)
         if self._cfg.freeze_heap:
             # Before capturing: the collection it runs first is the pause it saves later.
             frozen = freeze_heap()
@@ -200,6 +206,8 @@ class EdgeNode:
             status = asyncio.create_task(self._reporter.run(), name="edge-status")
             try:
                 await self._capture(max_frames, stop)
+                if self._recorder.objects is not None:
+                    await self._recorder.objects.finish(time.time())
             finally:
                 await cancel_and_wait([status])
             await self._reporter.publish(online=False)
@@ -306,7 +314,9 @@ class EdgeNode:
         """Decide ``frame`` here, or return the coroutine that offloads it."""
         verdict = await self._triage.triage(frame)
         if isinstance(verdict, Decided):
-            await self._recorder.decided(frame_id, seq, verdict.outcome, local=verdict.local)
+            await self._recorder.decided(
+                frame_id, seq, verdict.outcome, local=verdict.local, frame=frame
+            )
             return None
         hold = await self._hold_reason(holding_slot=holding_slot)
         if hold is None:
@@ -317,7 +327,7 @@ class EdgeNode:
             outcome = Outcome(Decision.DROPPED, detail=hold)
         else:
             outcome = with_local_answer(Decision.LOCAL, local, verdict.local_name, detail=hold)
-        await self._recorder.decided(frame_id, seq, outcome, local=local)
+        await self._recorder.decided(frame_id, seq, outcome, local=local, frame=frame)
         return None
 
     async def _hold_reason(self, *, holding_slot: bool) -> str | None:
@@ -338,4 +348,6 @@ class EdgeNode:
             outcome, payload = await self._offloader.round_trip(frame_id, seq, frame, plan)
         finally:
             self._slots.release()
-        await self._recorder.decided(frame_id, seq, outcome, local=plan.local, payload=payload)
+        await self._recorder.decided(
+            frame_id, seq, outcome, local=plan.local, payload=payload, frame=frame
+        )

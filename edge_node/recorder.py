@@ -12,7 +12,9 @@ import aiomqtt
 from edge_node.ledger import Ledger
 from edge_node.local_model import LocalOutput
 from edge_node.metrics import EdgeMetrics
+from edge_node.objects import ObjectWatcher
 from edge_node.outcomes import Outcome
+from edge_node.sources import CapturedFrame
 from edge_node.stats import EdgeStats
 from pipeline.errors import TransportError
 from pipeline.protocol import Event
@@ -42,6 +44,7 @@ class Recorder:
         self._events_topic = events_topic
         self._default_payload = default_payload
         self._client = client
+        self.objects: ObjectWatcher | None = None  # task detect: objects from detections
 
     def captured(self, seq: int, capture_ts: float, true_label: int | None) -> str:
         """Enter a captured frame into the ledger; returns its frame id."""
@@ -59,8 +62,10 @@ class Recorder:
         *,
         local: LocalOutput | None = None,
         payload: str | None = None,
+        frame: CapturedFrame | None = None,
     ) -> None:
-        """Record the frame's one final decision and announce it on the events topic."""
+        """Record the frame's one final decision and announce it on the events topic
+        (and, detecting, to the object watcher: ``frame`` is its picture)."""
         now = time.time()
         true_label = self._ledger.decide(
             frame_id,
@@ -85,6 +90,8 @@ class Recorder:
         self._metrics.record_decision(
             outcome.decision, rtt_ms=outcome.rtt_ms, bytes_sent=outcome.bytes_sent
         )
+        if self.objects is not None:
+            await self.objects.decided(seq, outcome, frame)
         client = self._client()
         if client is None:
             return  # events are informational; the ledger is the record

@@ -5,6 +5,9 @@
     {p}/status/workers/{worker_id}    worker, retained, with a last-will
     {p}/status/edges/{edge_id}        edge, retained, with a last-will
     {p}/events/{edge_id}              edge: final decision per frame
+    {p}/objects/{edge_id}             edge: tracked objects' new/update/end (JSON)
+    {p}/snapshots/{edge_id}/{label}   edge, retained: the best JPEG of the latest object
+    {p}/counts/{edge_id}/{label}      edge, retained: objects of that label in view now
 
 A request names where its answer goes with the MQTT 5 *response topic* and
 *correlation data* properties; a broker or client without MQTT 5 falls back to
@@ -79,6 +82,17 @@ class Topics:
 
     def events(self, edge_id: str) -> str:
         return f"{self.prefix}/events/{validate_level(edge_id, 'edge_id')}"
+
+    def objects(self, edge_id: str) -> str:
+        return f"{self.prefix}/objects/{validate_level(edge_id, 'edge_id')}"
+
+    def snapshot(self, edge_id: str, label: str) -> str:
+        edge = validate_level(edge_id, "edge_id")
+        return f"{self.prefix}/snapshots/{edge}/{validate_level(label, 'label')}"
+
+    def count(self, edge_id: str, label: str) -> str:
+        edge = validate_level(edge_id, "edge_id")
+        return f"{self.prefix}/counts/{edge}/{validate_level(label, 'label')}"
 
     def ha_state(self, edge_id: str) -> str:
         """An edge's JSON state for Home Assistant (the MessagePack status is unreadable

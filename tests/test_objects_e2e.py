@@ -1,0 +1,113 @@
+"""Objects through a real Mosquitto: an edge detecting on the shipped clip publishes
+new / update / end per object with stable ids, retained snapshots with the object in
+its box, and counts per label."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections import defaultdict
+
+import aiomqtt
+import cv2
+import numpy as np
+import pytest
+
+from camoffload.demo import default_video
+from edge_node import EdgeNode, Ledger, VideoSource
+from edge_node.objects import SNAPSHOT_WIDTH
+from pipeline.config import Config
+from pipeline.detection import Detector, iou
+from tests._helpers import client, running_worker
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _detecting(config: Config) -> Config:
+    return dataclasses.replace(
+        config,
+        edge=dataclasses.replace(
+            config.edge,
+            task="detect",
+            local_model="ssdlite_person",
+            model="nanodet_coco",
+            policy="threshold",
+        ),
+        worker=dataclasses.replace(config.worker, model="nanodet_coco", threads=1),
+    )
+
+
+def test_objects_snapshots_and_counts_through_the_broker(config: Config) -> None:
+    cfg = _detecting(config)
+    topics = cfg.topics
+    edge = cfg.edge.edge_id
+    events: list[dict[str, object]] = []
+    snapshots: dict[str, bytes] = {}
+    counts: dict[str, list[int]] = defaultdict(list)
+
+    async def listen(c: aiomqtt.Client, ready: asyncio.Event) -> None:
+        await c.subscribe(topics.objects(edge), qos=1)
+        await c.subscribe(f"{topics.prefix}/snapshots/{edge}/+", qos=1)
+        await c.subscribe(f"{topics.prefix}/counts/{edge}/+", qos=1)
+        ready.set()
+        async for message in c.messages:
+            topic = message.topic.value
+            payload = message.payload
+            assert isinstance(payload, bytes)
+            if topic == topics.objects(edge):
+                events.append(json.loads(payload))
+            elif "/snapshots/" in topic:
+                snapshots[topic.rpartition("/")[2]] = payload
+            else:
+                counts[topic.rpartition("/")[2]].append(int(payload))
+
+    async def scenario() -> None:
+        async with running_worker(cfg), client(cfg) as watcher:
+            ready = asyncio.Event()
+            listener = asyncio.create_task(listen(watcher, ready))
+            await ready.wait()
+            ledger = Ledger()
+            try:
+                node = EdgeNode(cfg, VideoSource(str(default_video())), ledger)
+                await node.run(max_frames=40)
+            finally:
+                ledger.close()
+            async with asyncio.timeout(30):  # the last events cross the broker
+                while not counts["person"] or counts["person"][-1] != 0:
+                    await asyncio.sleep(0.05)
+            listener.cancel()
+
+    asyncio.run(scenario())
+    by_id: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for event in events:
+        after = event["after"]
+        assert isinstance(after, dict)
+        by_id[str(after["id"])].append(event)
+    people = [i for i, life in by_id.items() if life[0]["after"]["label"] == "person"]  # type: ignore[index]
+    assert len(people) >= 3  # the clip has 3-8 people in view at once
+    for life in by_id.values():
+        types = [e["type"] for e in life]
+        assert types[0] == "new"
+        assert types[-1] == "end"
+        assert set(types[1:-1]) <= {"update"}
+        assert life[0]["before"] is None
+        for previous, event in zip(life, life[1:], strict=False):
+            assert event["before"] == previous["after"]  # Frigate's before/after
+        end = life[-1]["after"]
+        assert isinstance(end, dict)
+        assert end["end_time"] is not None
+        assert end["end_time"] >= end["start_time"]
+    assert counts["person"][-1] == 0  # every object ended with the run
+    assert max(counts["person"]) >= 3
+
+    jpeg = snapshots["person"]
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    assert image.shape[1] <= SNAPSHOT_WIDTH
+    # Some person object's snapshot box holds a person the cloud detector finds there.
+    found = [
+        d.box for d in Detector.by_name("nanodet_coco").detect_one(image) if d.name == "person"
+    ]
+    boxes = [e["after"]["snapshot"]["box"] for e in events if e["after"]["label"] == "person"]  # type: ignore[index]
+    assert any(iou(tuple(b), f) >= 0.5 for b in boxes for f in found)
