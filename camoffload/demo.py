@@ -15,7 +15,9 @@ from broker import BrokerKind, BrokerProcess, local_broker
 from camoffload.security import SecuritySummary, counted, draw_detections, frame_at
 from cloud_worker import CloudWorker
 from edge_node import EdgeNode, FrameSource, Ledger, LedgerSummary, open_source
-from edge_node.ledger_rows import iter_frames
+from edge_node.ledger_objects import objects_in
+from edge_node.ledger_rows import FrameRecord, iter_frames
+from edge_node.objects import ObjectSummary
 from pipeline.config import Config, EdgeConfig, WorkerConfig
 from pipeline.errors import CamoffloadError, SourceError
 from pipeline.tasks import cancel_and_wait
@@ -52,12 +54,14 @@ class DemoOutcome:
     model: str
     security: SecuritySummary | None = None  # task detect: who and what was in view
     snapshot: Path | None = None  # task detect: the busiest frame, boxes drawn
+    objects: tuple[ObjectSummary, ...] = ()  # task detect: the objects tracked
+    start_ts: float = 0.0  # the first frame's capture time
 
 
 def security_config(config: Config) -> Config:
     """The demo's security camera: people at the edge (ssdlite_person), everything the
-    cloud sees for the frames it is unsure of (nanodet_coco). Fields the user set
-    (anything not at its default) are left as they are."""
+    cloud sees for the frames it is unsure of (nanodet_coco), at the clip's own frame
+    rate. Fields the user set (anything not at its default) are left as they are."""
     edge, worker = config.edge, config.worker
     defaults = EdgeConfig()
     return dataclasses.replace(
@@ -68,6 +72,8 @@ def security_config(config: Config) -> Config:
             model=DETECT_CLOUD if edge.model == defaults.model else edge.model,
             local_model=edge.local_model or DETECT_EDGE,
             policy="threshold" if edge.policy == defaults.policy else edge.policy,
+            # A camera's pace: objects live and end in the clip's own time.
+            rate="real" if edge.rate == defaults.rate else edge.rate,
         ),
         worker=dataclasses.replace(
             worker,
@@ -133,18 +139,26 @@ async def run_demo(
         summary=summary, broker=broker_desc, source=source, model=config.worker.model
     )
     if detect and ledger_path is not None and out_dir is not None:
-        security, snapshot = await asyncio.to_thread(
-            _security, ledger_path, ledger.run_id, source, frame_source.fps, out_dir
+        records = await asyncio.to_thread(
+            lambda: list(iter_frames(ledger_path, run_id=ledger.run_id))
         )
-        outcome = dataclasses.replace(outcome, security=security, snapshot=snapshot)
+        security, snapshot = await asyncio.to_thread(
+            _security, records, source, frame_source.fps, out_dir
+        )
+        outcome = dataclasses.replace(
+            outcome,
+            security=security,
+            snapshot=snapshot,
+            objects=tuple(objects_in(records, labels=config.edge.detect_classes)),
+            start_ts=records[0].capture_ts if records else 0.0,
+        )
     return outcome
 
 
 def _security(
-    ledger_path: str, run_id: str, source: str, fps: float | None, out_dir: Path
+    records: list[FrameRecord], source: str, fps: float | None, out_dir: Path
 ) -> tuple[SecuritySummary, Path | None]:
     """The run's people and vehicles, and its busiest frame drawn to ``out_dir``."""
-    records = list(iter_frames(ledger_path, run_id=run_id))
     security = SecuritySummary.from_records(records, fps)
     if security.busiest_seq is None:
         return security, None

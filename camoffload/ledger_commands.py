@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edge_node.ledger import LedgerSummary, RunInfo
+    from edge_node.objects import ObjectSummary
 
 __all__ = ["add_ledger_command", "run_ledger_command"]
 
@@ -52,6 +53,7 @@ def add_ledger_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 def run_ledger_command(args: argparse.Namespace) -> int:
     # Imported here: building the parser must not load the edge package.
     from edge_node.ledger import LedgerError, list_runs, summarize_ledger_file
+    from edge_node.ledger_objects import format_objects
 
     try:
         if args.ledger_action == "runs":
@@ -59,11 +61,20 @@ def run_ledger_command(args: argparse.Namespace) -> int:
             print(_runs_json(runs) if args.as_json else format_runs(runs))
         else:
             summary = summarize_ledger_file(args.path, run_id=args.run_id)
+            objects, start_ts, run = _objects(args.path, args.run_id)
             if args.as_json:
-                print(_summary_json(summary, path=args.path, run_id=args.run_id))
+                data = _summary_json(summary, path=args.path, run_id=args.run_id)
+                data["objects"] = {
+                    "run_id": run,
+                    "objects": [dataclasses.asdict(o) for o in objects],
+                }
+                print(json.dumps(data, indent=2))
             else:
                 scope = "all runs" if args.run_id is None else f"run {args.run_id}"
                 print(format_ledger_summary(summary, title=f"ledger {args.path}, {scope}"))
+                if objects:
+                    print(f"(objects of run {run})")
+                    print(format_objects(objects, start_ts=start_ts))
     except LedgerError as exc:
         print(f"camoffload ledger: error: {exc}", file=sys.stderr)
         return 1
@@ -119,11 +130,27 @@ def format_runs(runs: list[RunInfo]) -> str:
     )
 
 
-def _summary_json(summary: LedgerSummary, *, path: Path, run_id: str | None) -> str:
+def _summary_json(summary: LedgerSummary, *, path: Path, run_id: str | None) -> dict[str, Any]:
     data: dict[str, Any] = {"path": str(path), "run_id": run_id, **dataclasses.asdict(summary)}
     data["accuracy"] = summary.accuracy
     data["offload_share"] = summary.offload_share
-    return json.dumps(data, indent=2)
+    return data
+
+
+def _objects(path: Path, run_id: str | None) -> tuple[list[ObjectSummary], float, str | None]:
+    """The objects of ``run_id`` (or of the latest run): a detection run's; else none."""
+    from edge_node.ledger import list_runs
+    from edge_node.ledger_objects import objects_in
+    from edge_node.ledger_rows import iter_frames
+
+    runs = list_runs(path)
+    run = run_id or (runs[-1].run_id if runs else None)
+    if run is None:
+        return [], 0.0, None
+    records = list(iter_frames(path, run_id=run))
+    if not any(r.detections is not None for r in records):
+        return [], 0.0, run
+    return objects_in(records), records[0].capture_ts, run
 
 
 def _runs_json(runs: list[RunInfo]) -> str:

@@ -272,6 +272,7 @@ def _cmd_edge(config: Config, args: argparse.Namespace) -> int:
 def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
     from camoffload.demo import SAMPLE_CLIP, default_video, run_demo, security_config
     from camoffload.security import format_security
+    from edge_node.ledger_objects import format_objects
 
     source = args.source or str(default_video())
     out_dir = None
@@ -302,6 +303,7 @@ def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
                 bytes_sent=outcome.summary.bytes_sent,
             )
             print(text, flush=True)
+            print(format_objects(outcome.objects, start_ts=outcome.start_ts, limit=12))
         return 0
 
     return run_with_signals(main)

@@ -39,7 +39,13 @@ from pipeline.protocol import Decision
 from pipeline.service import publish
 from pipeline.topics import Topics
 
-__all__ = ["SNAPSHOT_WIDTH", "ObjectSummary", "ObjectWatcher", "watcher_for"]
+__all__ = [
+    "SNAPSHOT_WIDTH",
+    "VEHICLE_MIN_SCORES",
+    "ObjectSummary",
+    "ObjectWatcher",
+    "watcher_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,8 @@ SNAPSHOT_WIDTH = 640  # px: a snapshot is a picture to look at, not evidence at 
 SNAPSHOT_QUALITY = 80
 MAX_PENDING = 1024  # decided frames waiting for an earlier one: far more than in flight
 MAX_ENDED = 1000  # ended objects kept for the run's summary
+# Vehicles are tracked from a lower score than people (see ObjectTracker's defaults).
+VEHICLE_MIN_SCORES = dict.fromkeys(VEHICLES, 0.4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +215,9 @@ def watcher_for(
     return ObjectWatcher(
         edge_id=cfg.edge_id,
         topics=topics,
-        tracker=ObjectTracker(labels={"person", *VEHICLES, *cfg.detect_classes}),
+        tracker=ObjectTracker(
+            labels={"person", *VEHICLES, *cfg.detect_classes}, min_scores=VEHICLE_MIN_SCORES
+        ),
         local_labels=local_labels,
         cloud_labels=cloud,
         client=client,

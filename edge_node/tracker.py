@@ -19,7 +19,7 @@ Memory is bounded by ``max_objects`` live objects.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -58,7 +58,9 @@ class TrackedObject:
 
 
 def _object_id(ts: float, detection: Detection) -> str:
-    seed = f"{ts:.6f} {detection.name} {detection.box}".encode()
+    # The box as the ledger keeps it (4 decimals): a replay of the ledger gets this id.
+    box = ",".join(f"{v:.4f}" for v in detection.box)
+    seed = f"{ts:.6f} {detection.name} {box}".encode()
     return f"{ts:.6f}-{hashlib.blake2s(seed, digest_size=3).hexdigest()}"
 
 
@@ -74,15 +76,24 @@ class ObjectTracker:
         self,
         *,
         labels: Iterable[str],
-        min_score: float = 0.35,
-        iou_threshold: float = 0.3,
-        min_hits: int = 2,
-        max_missed_s: float = 1.0,
+        min_score: float = 0.5,
+        min_scores: Mapping[str, float] | None = None,
+        iou_threshold: float = 0.1,
+        min_hits: int = 3,
+        max_missed_s: float = 2.0,
         update_s: float = 1.0,
         max_objects: int = 256,
     ) -> None:
+        # The defaults were chosen on the shipped clip (150 frames at 10 fps, the demo's
+        # mix of edge and cloud answers; docs/objects.md): a walking person's box
+        # (~30x80 px) still overlaps itself across a missed frame or two at IoU 0.1;
+        # 0.5 and three sightings keep one-off boxes (a traffic cone as a person at 0.37)
+        # from becoming objects; two seconds ride out a walk behind the lamp post.
+        # ``min_scores`` sets a label's own threshold, as Frigate's per-object
+        # min_score: the cloud detector scores the clip's parked van and car at 0.4-0.5.
         self.labels = frozenset(labels)
         self.min_score = min_score
+        self.min_scores = dict(min_scores or {})
         self.iou_threshold = iou_threshold
         self.min_hits = min_hits
         self.max_missed_s = max_missed_s
@@ -110,7 +121,11 @@ class ObjectTracker:
     ) -> list[ObjectEvent]:
         """Feed one decided frame; the events it causes, in order."""
         seen = frozenset(seen_labels) & self.labels
-        wanted = [d for d in detections if d.name in self.labels and d.score >= self.min_score]
+        wanted = [
+            d
+            for d in detections
+            if d.name in self.labels and d.score >= self.min_scores.get(d.name, self.min_score)
+        ]
         events: list[ObjectEvent] = []
         unmatched = self._match(wanted, ts, seq, source, seen, events)
         for detection in unmatched:

@@ -110,6 +110,7 @@ def test_the_default_demo_is_a_security_camera(tmp_path: Path) -> None:
     assert snapshot.suffix == ".jpg"
     assert snapshot.stat().st_size > 10_000
     assert (tmp_path / "ledger.sqlite").is_file()
+    assert re.search(r"^objects seen +\d+ person", out, re.MULTILINE)
 
 
 def test_demo_against_a_running_broker(mosquitto: BrokerInfo) -> None:
