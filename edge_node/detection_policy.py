@@ -46,7 +46,14 @@ class DetectionPolicy:
         self.low = low
         self.high = high
         self.mode = mode  # "threshold", "cloud-only" or "local-only"
-        self.unseen = tuple(sorted(set(wanted) - set(local_labels)))
+        self._local_labels = frozenset(local_labels)
+        self.unseen: tuple[str, ...] = ()
+        self.watch(wanted)
+
+    def watch(self, wanted: Iterable[str]) -> None:
+        """The classes the user asks for (``edge.detect_classes``; a control may change
+        them at run time)."""
+        self.unseen = tuple(sorted(set(wanted) - self._local_labels))
 
     def route(self, detections: Sequence[Detection]) -> DetectionRoute:
         if self.mode == "cloud-only":

@@ -15,8 +15,9 @@ import threading
 from dataclasses import dataclass
 
 from edge_node.sources import CapturedFrame, FrameSource
+from pipeline.tasks import cancel_and_wait
 
-__all__ = ["DroppedFrame", "LatestFrameReader"]
+__all__ = ["DroppedFrame", "LatestFrameReader", "next_or_stop"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,3 +99,20 @@ class LatestFrameReader:
         await asyncio.to_thread(self._thread.join, 5.0)
         if self._thread.is_alive():
             logger.warning("the capture thread is stuck in a read; leaving it behind")
+
+
+async def next_or_stop(
+    reader: LatestFrameReader, stop: asyncio.Event | None
+) -> tuple[CapturedFrame | None, list[DroppedFrame]]:
+    """The reader's next frame, or (None, []) once ``stop`` is set (a stalled stream
+    must not keep the node from stopping)."""
+    if stop is None:
+        return await reader.next()
+    reading = asyncio.create_task(reader.next())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if reading.done():
+        return reading.result()
+    await cancel_and_wait([reading])
+    return None, []

@@ -32,9 +32,10 @@ from collections.abc import Callable, Coroutine
 import aiomqtt
 
 from edge_node.backpressure import OffloadGovernor
+from edge_node.controls import EdgeControls
 from edge_node.estimators import LinkEstimator, WorkerLoad
 from edge_node.ledger import Ledger, LedgerSummary
-from edge_node.live import DroppedFrame, LatestFrameReader
+from edge_node.live import DroppedFrame, LatestFrameReader, next_or_stop
 from edge_node.local_model import LocalModel
 from edge_node.metrics import EdgeMetrics
 from edge_node.objects import watcher_for
@@ -51,6 +52,7 @@ from edge_node.stats import EdgeStats
 from edge_node.thresholds import AdaptiveThreshold
 from edge_node.triage import Decided, OffloadPlan, Triage
 from pipeline.config import Config
+from pipeline.detection import VEHICLES
 from pipeline.errors import ProtocolError
 from pipeline.heap import freeze_heap
 from pipeline.looplag import watch_loop_lag
@@ -118,6 +120,7 @@ class EdgeNode:
             triage=self._triage,
             client=self._client,
         )
+        self.controls = EdgeControls(cfg, topics, self._triage, on_labels=self._watch)
         self._recorder = Recorder(
             edge_id=self.edge_id,
             run_token=secrets.token_hex(4),  # frame ids stay unique across restarts
@@ -217,17 +220,27 @@ class EdgeNode:
             await asyncio.to_thread(self.metrics.close)
         return self.ledger.summary()
 
+    def _watch(self, labels: frozenset[str]) -> None:
+        if self._recorder.objects is not None:
+            self._recorder.objects.tracker.labels = frozenset({"person", *VEHICLES, *labels})
+
     # -- the broker connection -----------------------------------------------------
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """One connection: subscribe, announce, route messages until it is lost."""
         await client.subscribe(self._topics.results(self.edge_id), qos=self._cfg.qos)
         await client.subscribe(self._topics.worker_status_filter, qos=0)
+        await client.subscribe(self.controls.set_filter, qos=1)
         await self._reporter.announce(client)
+        await self.controls.announce(client)
         status_prefix = self._topics.worker_status_filter[:-1]  # ".../status/workers/"
+        control_prefix = self.controls.set_filter[: -len("+/set")]
         async for message in client.messages:
-            if message.topic.value.startswith(status_prefix):
+            topic = message.topic.value
+            if topic.startswith(status_prefix):
                 self._on_worker_status(message)
+            elif topic.startswith(control_prefix):
+                await self.controls.on_message(client, message)
             else:
                 self._replies.on_message(message)
 
@@ -257,7 +270,7 @@ class EdgeNode:
             async with asyncio.TaskGroup() as frames:
                 while more():
                     if reader is not None:
-                        frame, dropped = await self._next_live(reader, stop)
+                        frame, dropped = await next_or_stop(reader, stop)
                         for lost in dropped:
                             if more():
                                 await self._record_drop(seq, lost)
@@ -286,22 +299,6 @@ class EdgeNode:
             if reader is not None:
                 await reader.stop()
             await asyncio.to_thread(self._source.close)
-
-    async def _next_live(
-        self, reader: LatestFrameReader, stop: asyncio.Event | None
-    ) -> tuple[CapturedFrame | None, list[DroppedFrame]]:
-        """The reader's next frame, or (None, []) once ``stop`` is set (a stalled
-        stream must not keep the node from stopping)."""
-        if stop is None:
-            return await reader.next()
-        reading = asyncio.create_task(reader.next())
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if reading.done():
-            return reading.result()
-        await cancel_and_wait([reading])
-        return None, []
 
     async def _record_drop(self, seq: int, lost: DroppedFrame) -> None:
         frame_id = self._recorder.captured(seq, lost.capture_ts, None)
@@ -332,7 +329,7 @@ class EdgeNode:
 
     async def _hold_reason(self, *, holding_slot: bool) -> str | None:
         """Why an offload may not go now, or None (then a slot is held for it)."""
-        hold = self.governor.hold_reason()
+        hold = self.controls.hold_reason() or self.governor.hold_reason()
         if self._client() is None:
             hold = "broker unreachable"
         if hold is None and not holding_slot:

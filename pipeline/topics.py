@@ -8,6 +8,8 @@
     {p}/objects/{edge_id}             edge: tracked objects' new/update/end (JSON)
     {p}/snapshots/{edge_id}/{label}   edge, retained: the best JPEG of the latest object
     {p}/counts/{edge_id}/{label}      edge, retained: objects of that label in view now
+    {p}/control/{edge_id}/{feature}/set    dashboard, Home Assistant -> edge
+    {p}/control/{edge_id}/{feature}/state  edge, retained: the feature's value now
 
 A request names where its answer goes with the MQTT 5 *response topic* and
 *correlation data* properties; a broker or client without MQTT 5 falls back to
@@ -93,6 +95,14 @@ class Topics:
     def count(self, edge_id: str, label: str) -> str:
         edge = validate_level(edge_id, "edge_id")
         return f"{self.prefix}/counts/{edge}/{validate_level(label, 'label')}"
+
+    def control_set_filter(self, edge_id: str) -> str:
+        return f"{self.prefix}/control/{validate_level(edge_id, 'edge_id')}/+/set"
+
+    def control(self, edge_id: str, feature: str, action: str) -> str:
+        """``{p}/control/{edge_id}/{feature}/{action}``; action is "set" or "state"."""
+        edge = validate_level(edge_id, "edge_id")
+        return f"{self.prefix}/control/{edge}/{validate_level(feature, 'feature')}/{action}"
 
     def ha_state(self, edge_id: str) -> str:
         """An edge's JSON state for Home Assistant (the MessagePack status is unreadable
