@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiomqtt
 
@@ -50,7 +50,7 @@ class EdgeControls:
         topics: Topics,
         triage: Triage,
         *,
-        on_labels: Callable[[frozenset[str]], None] | None = None,
+        on_labels: Callable[[frozenset[str]], Awaitable[None]] | None = None,
     ) -> None:
         self._cfg = cfg
         self._topics = topics
@@ -84,6 +84,8 @@ class EdgeControls:
         feature = message.topic.value.split("/")[-2]
         try:
             self._apply(feature, _text(feature, payload_bytes(message)))
+            if feature == "detect" and self._on_labels is not None:
+                await self._on_labels(frozenset(self.labels))
         except (ConfigError, ProtocolError) as why:
             self.refused += 1
             if self.refused == 1 or self.refused % 100 == 0:
@@ -149,8 +151,6 @@ class EdgeControls:
             raise ConfigError("this edge classifies; it watches no labels")
         detection.watch(labels)
         self.labels = labels
-        if self._on_labels is not None:
-            self._on_labels(frozenset(labels))
 
     async def _publish_state(self, client: aiomqtt.Client, feature: str) -> None:
         topic = self._topics.control(self._cfg.edge_id, feature, "state")

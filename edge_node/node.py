@@ -220,9 +220,11 @@ class EdgeNode:
             await asyncio.to_thread(self.metrics.close)
         return self.ledger.summary()
 
-    def _watch(self, labels: frozenset[str]) -> None:
+    async def _watch(self, labels: frozenset[str]) -> None:
+        watched = frozenset({"person", *VEHICLES, *labels})
         if self._recorder.objects is not None:
-            self._recorder.objects.tracker.labels = frozenset({"person", *VEHICLES, *labels})
+            self._recorder.objects.tracker.labels = watched
+        await self._reporter.watch(watched)
 
     # -- the broker connection -----------------------------------------------------
 

@@ -12,10 +12,12 @@ from collections.abc import Callable
 import aiomqtt
 
 from edge_node.homeassistant import discovery_messages, ha_state_topic, state_payload
+from edge_node.homeassistant_objects import object_discovery, object_removal
 from edge_node.ledger import Ledger
 from edge_node.metrics import EdgeMetrics
 from edge_node.stats import EdgeStats, EdgeStatsSnapshot, format_status_line
 from pipeline.config import Config
+from pipeline.detection import VEHICLES
 from pipeline.errors import TransportError
 from pipeline.protocol import EdgeStatus
 from pipeline.service import RetainedStatus, publish
@@ -38,6 +40,8 @@ class EdgeReporter:
         self._config = config
         self._cfg = config.edge
         self._edge_id = config.edge.edge_id
+        # The object labels a detecting edge reports (and Home Assistant shows).
+        self.watched = frozenset({"person", *VEHICLES, *config.edge.detect_classes})
         self._ledger = ledger
         self._stats = stats
         self._metrics = metrics
@@ -83,6 +87,39 @@ class EdgeReporter:
                 discovery_prefix=self._cfg.homeassistant_prefix,
                 version=_package_version(),
             )
+            if self._cfg.task == "detect":
+                messages += object_discovery(
+                    self._config.prefix,
+                    self._edge_id,
+                    self.watched,
+                    discovery_prefix=self._cfg.homeassistant_prefix,
+                    version=_package_version(),
+                )
+            for topic, payload in messages:
+                await publish(client, topic, payload, qos=1, retain=True)
+
+    async def watch(self, labels: frozenset[str]) -> None:
+        """The labels watched changed: Home Assistant loses the entities of the labels
+        dropped and gains those of the labels added."""
+        dropped = self.watched - labels
+        self.watched = labels
+        client = self._client()
+        if not self._cfg.homeassistant or client is None:
+            return
+        messages = object_removal(
+            self._edge_id,
+            dropped,
+            with_controls=False,
+            discovery_prefix=self._cfg.homeassistant_prefix,
+        )
+        messages += object_discovery(
+            self._config.prefix,
+            self._edge_id,
+            labels,
+            discovery_prefix=self._cfg.homeassistant_prefix,
+            version=_package_version(),
+        )
+        with contextlib.suppress(TransportError):  # the next connection announces them
             for topic, payload in messages:
                 await publish(client, topic, payload, qos=1, retain=True)
 
