@@ -3,11 +3,15 @@
 ==========  ===========================================  ==================================
 role        may publish (``topic write``)                 may read (subscribe, receive)
 ==========  ===========================================  ==================================
-device      its own ``frames``, ``status/edges``,         its own ``results``;
-            ``events``, ``ha/{id}/state`` and Home        ``status/workers/+``
-            Assistant discovery configs
+device      its own ``frames``, ``status/edges``,         its own ``results`` and
+            ``events``, ``objects``, ``snapshots/+``,     ``control/{id}/+/set``;
+            ``counts/+``, ``control/{id}/+/state``,       ``status/workers/+``
+            ``ha/{id}/state`` and Home Assistant
+            discovery configs
 worker      ``results/+``; its own ``status/workers``     ``frames/+`` (shared or not)
-dashboard   nothing                                       ``status/#``, ``events/+``,
+dashboard   ``control/+/+/set``: switching edges          ``status/#``, ``events/+``,
+            (a Home Assistant logs in as one)             ``objects/+``, ``snapshots/#``,
+                                                          ``counts/#``, ``control/#``,
                                                           ``ha/+/state``, ``homeassistant/#``
 site        what each of its devices may publish          what each of its devices may read
 ==========  ===========================================  ==================================
@@ -63,9 +67,14 @@ def _device_rules(topics: Topics, edge_id: str) -> list[tuple[Access, str]]:
         ("write", topics.frames(edge_id)),
         ("write", topics.edge_status(edge_id)),
         ("write", topics.events(edge_id)),
+        ("write", topics.objects(edge_id)),
+        ("write", f"{topics.prefix}/snapshots/{edge_id}/+"),
+        ("write", f"{topics.prefix}/counts/{edge_id}/+"),
+        ("write", f"{topics.prefix}/control/{edge_id}/+/state"),
         ("write", topics.ha_state(edge_id)),
         ("write", ha_discovery_filter(edge_id)),
         ("read", topics.results(edge_id)),
+        ("read", topics.control_set_filter(edge_id)),
     ]
 
 
@@ -85,6 +94,11 @@ def acl_rules(identity: Identity, topics: Topics) -> list[tuple[Access, str]]:
     return [
         ("read", f"{topics.prefix}/status/#"),
         ("read", f"{topics.prefix}/events/+"),
+        ("read", f"{topics.prefix}/objects/+"),
+        ("read", f"{topics.prefix}/snapshots/#"),
+        ("read", f"{topics.prefix}/counts/#"),
+        ("read", f"{topics.prefix}/control/#"),
+        ("write", f"{topics.prefix}/control/+/+/set"),
         ("read", topics.ha_state_filter),
         ("read", f"{HA_DISCOVERY_PREFIX}/#"),
     ]

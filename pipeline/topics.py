@@ -191,5 +191,6 @@ def ha_node_id(edge_id: str) -> str:
 
 
 def ha_discovery_filter(edge_id: str, discovery_prefix: str = HA_DISCOVERY_PREFIX) -> str:
-    """Every discovery config topic of one edge's sensors."""
-    return f"{discovery_prefix}/sensor/{ha_node_id(edge_id)}/+/config"
+    """Every discovery config topic of one edge's entities, of any component (sensors,
+    occupancy binary sensors, cameras, the offload switch, the policy select)."""
+    return f"{discovery_prefix}/+/{ha_node_id(edge_id)}/+/config"

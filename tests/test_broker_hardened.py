@@ -217,9 +217,14 @@ def test_acl_and_config_text_follow_the_roles(tmp_path: Path) -> None:
         "topic write p/frames/c1",
         "topic write p/status/edges/c1",
         "topic write p/events/c1",
+        "topic write p/objects/c1",
+        "topic write p/snapshots/c1/+",
+        "topic write p/counts/c1/+",
+        "topic write p/control/c1/+/state",
         "topic write p/ha/c1/state",
-        "topic write homeassistant/sensor/camoffload_c1/+/config",
+        "topic write homeassistant/+/camoffload_c1/+/config",
         "topic read p/results/c1",
+        "topic read p/control/c1/+/set",
         "topic read p/status/workers/+",
     ]
     assert blocks["user w1"] == [
@@ -230,6 +235,11 @@ def test_acl_and_config_text_follow_the_roles(tmp_path: Path) -> None:
     assert blocks["user d1"] == [
         "topic read p/status/#",
         "topic read p/events/+",
+        "topic read p/objects/+",
+        "topic read p/snapshots/#",
+        "topic read p/counts/#",
+        "topic read p/control/#",
+        "topic write p/control/+/+/set",
         "topic read p/ha/+/state",
         "topic read homeassistant/#",
     ]
@@ -426,6 +436,43 @@ def test_a_dashboard_reads_status_and_events_only(hardened: Hardened) -> None:
 
     got = asyncio.run(scenario())
     assert [(m.topic.value, m.payload) for m in got] == [(t.events("camA"), b"event")]
+
+
+def test_only_dashboards_switch_edges_and_devices_publish_only_their_own_objects(
+    hardened: Hardened,
+) -> None:
+    """A dashboard (or Home Assistant) may set a device's controls; the device reads its
+    own set topic and echoes its state; another device can neither set nor forge."""
+    t = hardened.topics
+    offload_set = t.control("camA", "offload", "set")
+
+    async def scenario() -> dict[str, list[aiomqtt.Message]]:
+        async with (
+            connect(hardened, "camA") as a,
+            connect(hardened, "camB") as b,
+            connect(hardened, "dash1") as d,
+        ):
+            await a.subscribe(t.control_set_filter("camA"), qos=1)
+            assert await _suback(b, t.control_set_filter("camA")) in (1, NOT_AUTHORIZED)
+            for topic in (f"{t.prefix}/objects/+", f"{t.prefix}/counts/#", f"{t.prefix}/control/#"):
+                await d.subscribe(topic, qos=1)
+            await b.publish(offload_set, b"forged-set", qos=1)  # a device may not switch
+            await b.publish(t.objects("camA"), b"forged-object", qos=1)
+            await b.publish(t.count("camA", "person"), b"forged-count", qos=1)
+            await d.publish(offload_set, b"OFF", qos=1)
+            seen = {"camA": await until(a, b"OFF")}
+            await a.publish(t.control("camA", "offload", "state"), b"state-OFF", qos=1)
+            await a.publish(t.objects("camA"), b"object", qos=1)
+            await a.publish(t.count("camA", "person"), b"count", qos=1)
+            seen["dashboard"] = await until(d, b"count")
+            return seen
+
+    seen = asyncio.run(scenario())
+    assert [(m.topic.value, m.payload) for m in seen["camA"]] == [(offload_set, b"OFF")]
+    got = {(m.topic.value, m.payload) for m in seen["dashboard"]}
+    assert {p for _, p in got}.isdisjoint({b"forged-set", b"forged-object", b"forged-count"})
+    assert (t.objects("camA"), b"object") in got
+    assert (t.control("camA", "offload", "state"), b"state-OFF") in got
 
 
 @pytest.mark.parametrize(
