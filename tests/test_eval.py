@@ -81,11 +81,10 @@ def test_a_tiny_suite_runs_end_to_end_and_reports(mosquitto: BrokerInfo, tmp_pat
     assert by["direct", "cloud-only"]["cloud_share"] > 0.9
     assert 0.3 <= by["direct", "half-local"]["offload_share"] <= 0.7
     assert by["direct", "half-local"]["settings"]["confidence_threshold"] > 0
-    # The shaped link's 60 ms round trip shows in the cloud answers.
-    assert (
-        by["slow", "cloud-only"]["latency_p50_ms"]
-        > by["direct", "cloud-only"]["latency_p50_ms"] + 40
-    )
+    # The shaped link's 60 ms round trip (30 ms each way) shows in the cloud answers'
+    # round trips. Not in the latency over all frames: under the busy load some frames
+    # are held back and answered locally at once, and how many varies from run to run.
+    assert by["slow", "cloud-only"]["rtt_p50_ms"] > by["direct", "cloud-only"]["rtt_p50_ms"] + 40
     # Every captured frame of every cell has exactly one decision in the ledger.
     with sqlite3.connect(out / "ledger.sqlite") as db:
         rows = db.execute(
