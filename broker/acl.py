@@ -5,13 +5,15 @@ role        may publish (``topic write``)                 may read (subscribe, r
 ==========  ===========================================  ==================================
 device      its own ``frames``, ``status/edges``,         its own ``results`` and
             ``events``, ``objects``, ``snapshots/+``,     ``control/{id}/+/set``;
-            ``counts/+``, ``control/{id}/+/state``,       ``status/workers/+``
+            ``counts/+``, ``zones/+/+``,                  ``status/workers/+``
+            ``control/{id}/+/state``,
             ``ha/{id}/state`` and Home Assistant
             discovery configs
 worker      ``results/+``; its own ``status/workers``     ``frames/+`` (shared or not)
 dashboard   ``control/+/+/set``: switching edges          ``status/#``, ``events/+``,
             (a Home Assistant logs in as one)             ``objects/+``, ``snapshots/#``,
-                                                          ``counts/#``, ``control/#``,
+                                                          ``counts/#``, ``zones/#``,
+                                                          ``control/#``,
                                                           ``ha/+/state``, ``homeassistant/#``
 site        what each of its devices may publish          what each of its devices may read
 ==========  ===========================================  ==================================
@@ -70,6 +72,7 @@ def _device_rules(topics: Topics, edge_id: str) -> list[tuple[Access, str]]:
         ("write", topics.objects(edge_id)),
         ("write", f"{topics.prefix}/snapshots/{edge_id}/+"),
         ("write", f"{topics.prefix}/counts/{edge_id}/+"),
+        ("write", f"{topics.prefix}/zones/{edge_id}/+/+"),
         ("write", f"{topics.prefix}/control/{edge_id}/+/state"),
         ("write", topics.ha_state(edge_id)),
         ("write", ha_discovery_filter(edge_id)),
@@ -97,6 +100,7 @@ def acl_rules(identity: Identity, topics: Topics) -> list[tuple[Access, str]]:
         ("read", f"{topics.prefix}/objects/+"),
         ("read", f"{topics.prefix}/snapshots/#"),
         ("read", f"{topics.prefix}/counts/#"),
+        ("read", f"{topics.prefix}/zones/#"),
         ("read", f"{topics.prefix}/control/#"),
         ("write", f"{topics.prefix}/control/+/+/set"),
         ("read", topics.ha_state_filter),

@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from pipeline.errors import ConfigError
 
-__all__ = ["MotionGate", "MotionResult", "load_mask"]
+__all__ = ["MotionGate", "MotionResult", "load_mask", "parse_polygon"]
 
 # 5x5 at the working width (160 px: a person is 10-20 px wide there) averages away sensor
 # noise and JPEG blocking without erasing the things worth waking a model for.
@@ -186,29 +186,32 @@ def _polygons_mask(text: str, height: int, width: int) -> npt.NDArray[np.uint8]:
     mask = np.zeros((height, width), np.uint8)
     scale = np.array([width - 1, height - 1], np.float64)
     for number, polygon in enumerate(text.split("|"), start=1):
-        points = np.array([_point(p, number) for p in polygon.split(";") if p.strip()])
-        if len(points) < 3:
-            raise ConfigError(
-                f"motion mask polygon {number} has {len(points)} point(s); it needs at least 3"
-            )
-        if np.linalg.matrix_rank(points - points[0], tol=1e-9) < 2:
-            raise ConfigError(f"motion mask polygon {number} has no area (its points are in line)")
+        points = parse_polygon(polygon, f"motion mask polygon {number}")
         pixels = np.round(points * scale).astype(np.int32)
         cv2.fillPoly(mask, [pixels], 255)
     return mask
 
 
-def _point(text: str, polygon: int) -> tuple[float, float]:
+def parse_polygon(text: str, what: str) -> npt.NDArray[np.float64]:
+    """``"x,y;x,y;x,y"`` in 0..1 as an (n, 2) array; :class:`ConfigError` naming
+    ``what`` if it is not a polygon with an area. Zones use the same syntax."""
+    points = np.array([_point(p, what) for p in text.split(";") if p.strip()], np.float64)
+    if len(points) < 3:
+        raise ConfigError(f"{what} has {len(points)} point(s); it needs at least 3")
+    if np.linalg.matrix_rank(points - points[0], tol=1e-9) < 2:
+        raise ConfigError(f"{what} has no area (its points are in line)")
+    return points
+
+
+def _point(text: str, what: str) -> tuple[float, float]:
     parts = text.split(",")
     try:
         x, y = (float(part) for part in parts)
     except ValueError:
-        raise ConfigError(
-            f"motion mask polygon {polygon}: point {text.strip()!r} is not two numbers x,y"
-        ) from None
+        raise ConfigError(f"{what}: point {text.strip()!r} is not two numbers x,y") from None
     if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
         raise ConfigError(
-            f"motion mask polygon {polygon}: point ({x}, {y}) is outside 0..1 "
+            f"{what}: point ({x}, {y}) is outside 0..1 "
             "(coordinates are fractions of the frame's width and height)"
         )
     return x, y

@@ -23,14 +23,17 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import aiomqtt
 import cv2
 
 from edge_node.outcomes import Outcome
+from edge_node.snapshots import SnapshotFolder
 from edge_node.sources import CapturedFrame
 from edge_node.tracker import ObjectEvent, ObjectTracker, Source, TrackedObject
+from edge_node.zones import parse_zones
 from pipeline.codecs import Image, encode_jpeg
 from pipeline.config import EdgeConfig
 from pipeline.detection import DETECTORS, VEHICLES, is_detector
@@ -82,6 +85,8 @@ def object_json(obj: TrackedObject, edge_id: str) -> dict[str, object]:
         "start_time": round(obj.start_ts, 3),
         "end_time": None if obj.end_ts is None else round(obj.end_ts, 3),
         "frames": obj.frames,
+        "current_zones": list(obj.current_zones),
+        "entered_zones": list(obj.entered_zones),
         "seen_by": sorted(obj.seen_by),
         "has_snapshot": True,
         # The frame the snapshot shows: the object's best so far.
@@ -130,6 +135,8 @@ class ObjectWatcher:
         self._pending: dict[int, tuple[float, Outcome, Image | None]] = {}
         self._next_seq = 0
         self._counts: dict[str, int] = {}
+        self._zone_counts: dict[tuple[str, str], int] = {}
+        self.snapshots_on_disk: SnapshotFolder | None = None
         self._published: dict[str, dict[str, object]] = {}  # live id -> its last "after"
         self.ended: deque[ObjectSummary] = deque(maxlen=MAX_ENDED)
         self.events_published = 0
@@ -166,7 +173,10 @@ class ObjectWatcher:
         if image is not None:
             for event in events:
                 if event.type != "end" and event.object.best_seq == seq:
-                    snapshots[event.object.label] = snapshot_jpeg(image, event.object)
+                    jpeg = snapshot_jpeg(image, event.object)
+                    snapshots[event.object.label] = jpeg
+                    if self.snapshots_on_disk is not None:
+                        await self.snapshots_on_disk.write(event.object, jpeg)
         await self._publish_events(events, snapshots)
 
     async def _publish_events(self, events: list[ObjectEvent], snapshots: dict[str, bytes]) -> None:
@@ -201,6 +211,12 @@ class ObjectWatcher:
                     topic = self._topics.count(self._edge_id, label)
                     await publish(client, topic, str(count), qos=1, retain=True)
             self._counts = counts
+            zone_counts = self.tracker.zone_counts()
+            for (zone, label), count in zone_counts.items():
+                if self._zone_counts.get((zone, label)) != count:
+                    topic = self._topics.zone_count(self._edge_id, zone, label)
+                    await publish(client, topic, str(count), qos=1, retain=True)
+            self._zone_counts = zone_counts
 
 
 def watcher_for(
@@ -212,13 +228,20 @@ def watcher_for(
     """The watcher of an edge with ``cfg``: people and vehicles always, and whatever
     else ``edge.detect_classes`` asks for."""
     cloud = DETECTORS[cfg.model][1] if is_detector(cfg.model) else ()
-    return ObjectWatcher(
+    watcher = ObjectWatcher(
         edge_id=cfg.edge_id,
         topics=topics,
         tracker=ObjectTracker(
-            labels={"person", *VEHICLES, *cfg.detect_classes}, min_scores=VEHICLE_MIN_SCORES
+            labels={"person", *VEHICLES, *cfg.detect_classes},
+            min_scores=VEHICLE_MIN_SCORES,
+            zones=parse_zones(cfg.zones) if cfg.zones else (),
         ),
         local_labels=local_labels,
         cloud_labels=cloud,
         client=client,
     )
+    if cfg.snapshot_dir is not None:
+        watcher.snapshots_on_disk = SnapshotFolder(
+            Path(cfg.snapshot_dir), edge_id=cfg.edge_id, keep=cfg.snapshot_keep
+        )
+    return watcher

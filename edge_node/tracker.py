@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from edge_node.zones import Zone, zones_of
 from pipeline.detection import Box, Detection, iou
 
 __all__ = ["EventType", "ObjectEvent", "ObjectTracker", "TrackedObject"]
@@ -52,6 +53,8 @@ class TrackedObject:
     end_ts: float | None = None
     # The last frame whose detector could not see this label: no evidence of absence.
     excused_ts: float = 0.0
+    current_zones: tuple[str, ...] = ()  # the zones its box's bottom centre is in now
+    entered_zones: list[str] = field(default_factory=list)  # every zone it entered, in order
     _published_box: Box | None = None
     _published_score: float = 0.0
     _published_ts: float = 0.0
@@ -83,6 +86,7 @@ class ObjectTracker:
         max_missed_s: float = 2.0,
         update_s: float = 1.0,
         max_objects: int = 256,
+        zones: Sequence[Zone] = (),
     ) -> None:
         # The defaults were chosen on the shipped clip (150 frames at 10 fps, the demo's
         # mix of edge and cloud answers; docs/objects.md): a walking person's box
@@ -92,6 +96,7 @@ class ObjectTracker:
         # ``min_scores`` sets a label's own threshold, as Frigate's per-object
         # min_score: the cloud detector scores the clip's parked van and car at 0.4-0.5.
         self.labels = frozenset(labels)
+        self.zones = tuple(zones)
         self.min_score = min_score
         self.min_scores = dict(min_scores or {})
         self.iou_threshold = iou_threshold
@@ -143,6 +148,7 @@ class ObjectTracker:
                 best_box=detection.box,
                 seen_by={source},
             )
+            self._enter_zones(obj)
             self.live[obj.id] = obj
             self._confirm(obj, ts, events)
         for obj in list(self.live.values()):
@@ -205,12 +211,14 @@ class ObjectTracker:
         obj.seen_by.add(source)
         if detection.score > obj.top_score:
             obj.top_score, obj.best_seq, obj.best_box = detection.score, seq, detection.box
+        zones_changed = self._enter_zones(obj)
         if not obj.confirmed:
             self._confirm(obj, ts, events)
             return
         moved = obj._published_box is None or iou(obj._published_box, obj.box) < 0.7
         better = obj.top_score > obj._published_score
-        if (moved or better) and ts - obj._published_ts >= self.update_s:
+        # Entering or leaving a zone is news at once; the rest at most every update_s.
+        if zones_changed or ((moved or better) and ts - obj._published_ts >= self.update_s):
             self._publish(obj, ts)
             events.append(ObjectEvent("update", obj, ts))
 
@@ -219,6 +227,25 @@ class ObjectTracker:
             obj.confirmed = True
             self._publish(obj, ts)
             events.append(ObjectEvent("new", obj, ts))
+
+    def _enter_zones(self, obj: TrackedObject) -> bool:
+        """Update the zones ``obj`` is in; whether they changed."""
+        if not self.zones:
+            return False
+        now = zones_of(obj.box, self.zones)
+        changed = now != obj.current_zones
+        obj.current_zones = now
+        obj.entered_zones += [z for z in now if z not in obj.entered_zones]
+        return changed
+
+    def zone_counts(self) -> dict[tuple[str, str], int]:
+        """(zone, label) -> confirmed objects in view in that zone, 0 included."""
+        counts = {(z.name, label): 0 for z in self.zones for label in sorted(self.labels)}
+        for obj in self.live.values():
+            if obj.confirmed:
+                for zone in obj.current_zones:
+                    counts[zone, obj.label] = counts.get((zone, obj.label), 0) + 1
+        return counts
 
     @staticmethod
     def _publish(obj: TrackedObject, ts: float) -> None:

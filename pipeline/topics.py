@@ -8,6 +8,7 @@
     {p}/objects/{edge_id}             edge: tracked objects' new/update/end (JSON)
     {p}/snapshots/{edge_id}/{label}   edge, retained: the best JPEG of the latest object
     {p}/counts/{edge_id}/{label}      edge, retained: objects of that label in view now
+    {p}/zones/{edge_id}/{zone}/{label}  edge, retained: those objects in that zone now
     {p}/control/{edge_id}/{feature}/set    dashboard, Home Assistant -> edge
     {p}/control/{edge_id}/{feature}/state  edge, retained: the feature's value now
 
@@ -95,6 +96,11 @@ class Topics:
     def count(self, edge_id: str, label: str) -> str:
         edge = validate_level(edge_id, "edge_id")
         return f"{self.prefix}/counts/{edge}/{validate_level(label, 'label')}"
+
+    def zone_count(self, edge_id: str, zone: str, label: str) -> str:
+        edge = validate_level(edge_id, "edge_id")
+        where = validate_level(zone, "zone")
+        return f"{self.prefix}/zones/{edge}/{where}/{validate_level(label, 'label')}"
 
     def control_set_filter(self, edge_id: str) -> str:
         return f"{self.prefix}/control/{validate_level(edge_id, 'edge_id')}/+/set"

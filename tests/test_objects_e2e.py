@@ -29,7 +29,7 @@ from tests._helpers import client, running_worker
 pytestmark = pytest.mark.timeout(240)
 
 
-def _detecting(config: Config) -> Config:
+def _detecting(config: Config, snapshot_dir: Path) -> Config:
     return dataclasses.replace(
         config,
         edge=dataclasses.replace(
@@ -38,6 +38,8 @@ def _detecting(config: Config) -> Config:
             local_model="ssdlite_person",
             model="nanodet_coco",
             policy="threshold",
+            zones="path: 0,0.3;1,0.3;1,1;0,1 | sky: 0,0;1,0;1,0.05;0,0.05",
+            snapshot_dir=str(snapshot_dir),
         ),
         worker=dataclasses.replace(config.worker, model="nanodet_coco", threads=1),
     )
@@ -46,12 +48,13 @@ def _detecting(config: Config) -> Config:
 def test_objects_snapshots_and_counts_through_the_broker(
     config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = _detecting(config)
+    cfg = _detecting(config, tmp_path / "snapshots")
     topics = cfg.topics
     edge = cfg.edge.edge_id
     events: list[dict[str, object]] = []
     snapshots: dict[str, bytes] = {}
     counts: dict[str, list[int]] = defaultdict(list)
+    in_zones: dict[tuple[str, str], list[int]] = defaultdict(list)
     nobody_left = asyncio.Event()  # the person count went back to 0 after people
     run_ids: list[str] = []
 
@@ -59,6 +62,7 @@ def test_objects_snapshots_and_counts_through_the_broker(
         await c.subscribe(topics.objects(edge), qos=1)
         await c.subscribe(f"{topics.prefix}/snapshots/{edge}/+", qos=1)
         await c.subscribe(f"{topics.prefix}/counts/{edge}/+", qos=1)
+        await c.subscribe(f"{topics.prefix}/zones/{edge}/+/+", qos=1)
         ready.set()
         async for message in c.messages:
             topic = message.topic.value
@@ -68,6 +72,9 @@ def test_objects_snapshots_and_counts_through_the_broker(
                 events.append(json.loads(payload))
             elif "/snapshots/" in topic:
                 snapshots[topic.rpartition("/")[2]] = payload
+            elif "/zones/" in topic:
+                *_, zone, label = topic.split("/")
+                in_zones[zone, label].append(int(payload))
             else:
                 label = topic.rpartition("/")[2]
                 counts[label].append(int(payload))
@@ -111,6 +118,18 @@ def test_objects_snapshots_and_counts_through_the_broker(
         assert end["end_time"] is not None
         assert end["end_time"] >= end["start_time"]
     assert counts["person"][-1] == 0  # every object ended with the run
+    # Zones: people walk on the path, nobody in the sky; objects say where they went.
+    assert max(in_zones["path", "person"]) >= 2
+    assert in_zones["path", "person"][-1] == 0
+    assert set(in_zones["sky", "person"]) == {0}
+    ends = [e["after"] for e in events if e["type"] == "end"]
+    assert any("path" in end["entered_zones"] for end in ends)  # type: ignore[index]
+    # Snapshots on disk, named by the objects' ids.
+    on_disk = {p.name for p in (tmp_path / "snapshots").iterdir()}
+    assert on_disk
+    assert all(name.startswith(f"{edge}-") and name.endswith(".jpg") for name in on_disk)
+    ids = {name.removeprefix(f"{edge}-").rsplit("-", 1)[0] for name in on_disk}
+    assert ids <= set(by_id)
     # The ledger keeps what the tracker needs: replaying it names the same objects.
     replayed = objects_in(iter_frames(tmp_path / "ledger.sqlite", run_id=run_ids[0]))
     assert {o.id for o in replayed} == set(by_id)

@@ -104,6 +104,13 @@ class EdgeConfig:
     detect_low: Fraction = 0.3
     detect_high: Fraction = 0.7
     detect_classes: tuple[str, ...] = ("person",)
+    # Named zones for objects (docs/objects.md), the motion mask's polygon syntax with
+    # a name before each: "door: 0.4,0.3;0.6,0.3;0.6,0.7 | yard: 0,0.6;1,0.6;1,1;0,1".
+    zones: str | None = None
+    # Also write each object's snapshot to this folder, as <edge>-<object id>-<label>.jpg,
+    # keeping the newest snapshot_keep files. None: snapshots go to MQTT only.
+    snapshot_dir: str | None = None
+    snapshot_keep: PositiveInt = 500
 
     def __post_init__(self) -> None:
         check_declared(self, "edge")
