@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edge_node.zones import Zone, zones_of
-from pipeline.detection import Box, Detection, iou
+from pipeline.detection import VEHICLES, Box, Detection, iou
 
 __all__ = ["EventType", "ObjectEvent", "ObjectTracker", "TrackedObject"]
 
@@ -58,6 +58,13 @@ class TrackedObject:
     _published_box: Box | None = None
     _published_score: float = 0.0
     _published_ts: float = 0.0
+
+
+def _kind(label: str) -> str:
+    """What must agree for a detection to continue an object. Vehicles are one kind:
+    the cloud detector calls the same parked van "truck" on one frame and "car" on the
+    next, and a vehicle is still the same vehicle. Its object keeps its first label."""
+    return "vehicle" if label in VEHICLES else label
 
 
 def _object_id(ts: float, detection: Detection) -> str:
@@ -181,7 +188,7 @@ class ObjectTracker:
                 for obj_id, obj in self.live.items()
                 if obj.label in seen
                 for i, d in enumerate(wanted)
-                if d.name == obj.label
+                if _kind(d.name) == _kind(obj.label)
             ),
             reverse=True,
         )

@@ -95,3 +95,22 @@ def test_the_tracker_is_bounded_and_finish_ends_everything() -> None:
     assert _types(events) == ["new"] * 3
     assert _types(tracker.finish(1.0)) == ["end"] * 3
     assert not tracker.live
+
+
+def test_a_vehicle_called_car_then_truck_stays_one_object() -> None:
+    tracker = ObjectTracker(labels=("car", "truck"), min_hits=2, min_score=0.3)
+    van = (0.8, 0.0, 0.95, 0.15)
+    names = ["truck", "car", "truck", "truck", "car", "car"]
+    events: list[ObjectEvent] = []
+    for seq, name in enumerate(names):
+        events += tracker.update(
+            seq / 10,
+            seq,
+            [Detection(2, name, 0.5, van)],
+            source="cloud",
+            seen_labels=("car", "truck"),
+        )
+    assert _types(events) == ["new"]
+    (obj,) = tracker.live.values()
+    assert obj.label == "truck"  # the first label stays
+    assert obj.frames == len(names)
