@@ -1,4 +1,4 @@
-"""The worker's detection side: a detector's batch, answered with :class:`DetectionResult`.
+"""The worker's detection side: which task a request asks for, and the detection reply.
 
 A worker serves one model, so it knows its task: a detector takes images (JPEG or raw
 uint8 pixels) and answers detections; a classifier answers labels. A request that asks
@@ -9,22 +9,12 @@ never a reply type it cannot.
 
 from __future__ import annotations
 
-import logging
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
-from pipeline.detection import Detection, Detector
-from pipeline.errors import ModelError
-from pipeline.protocol import MAX_DETECTIONS, DetectionResult, ErrorCode, ErrorReply, FrameRequest
-from pipeline.protocol import Reply as ReplyMessage
+from pipeline.detection import Detection, DetectorSpec
+from pipeline.protocol import MAX_DETECTIONS, DetectionResult, FrameRequest
 
-if TYPE_CHECKING:
-    from cloud_worker.processing import DecodedBatch, Pending
-    from pipeline.codecs import Image
-
-__all__ = ["detect_batch", "task_mismatch"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["detection_result", "task_mismatch"]
 
 
 def task_mismatch(request: FrameRequest, serves_detector: bool, model: str) -> str | None:
@@ -39,66 +29,30 @@ def task_mismatch(request: FrameRequest, serves_detector: bool, model: str) -> s
     return None
 
 
-def _result(
-    detections: list[Detection],
-    item: Pending,
+def detection_result(
+    detections: Sequence[Detection],
+    spec: DetectorSpec,
+    *,
+    frame_id: str,
     worker_id: str,
-    detector: Detector,
-    **timings: float,
+    queue_ms: float,
+    decode_ms: float,
+    inference_ms: float,
+    batch_size: int,
 ) -> DetectionResult:
+    # The wire carries at most MAX_DETECTIONS: the best of a crowded frame.
+    best = sorted(detections, key=lambda d: -d.score)[:MAX_DETECTIONS]
     return DetectionResult(
-        frame_id=item.request.frame_id,
+        frame_id=frame_id,
         worker_id=worker_id,
-        labels=tuple(d.label for d in detections),
-        label_names=tuple(d.name for d in detections),
-        scores=tuple(d.score for d in detections),
-        boxes=tuple(v for d in detections for v in d.box),
-        model=detector.spec.name,
-        model_version=detector.spec.version,
-        queue_ms=timings["queue_ms"],
-        decode_ms=timings["decode_ms"],
-        inference_ms=timings["inference_ms"],
-        batch_size=int(timings["batch_size"]),
+        labels=tuple(d.label for d in best),
+        label_names=tuple(d.name for d in best),
+        scores=tuple(d.score for d in best),
+        boxes=tuple(v for d in best for v in d.box),
+        model=spec.name,
+        model_version=spec.version,
+        queue_ms=queue_ms,
+        decode_ms=decode_ms,
+        inference_ms=inference_ms,
+        batch_size=batch_size,
     )
-
-
-def detect_batch(
-    decoded: DecodedBatch,
-    members: list[tuple[int, Image]],
-    detector: Detector,
-    worker_id: str,
-) -> list[ReplyMessage | None]:
-    """Detect on ``members`` (batch index, decoded image); the replies in batch order
-    (None where decoding already answered)."""
-    batch, replies = decoded.batch, list(decoded.replies)
-    if not members:
-        return replies
-    started = time.monotonic()
-    try:
-        found = detector.detect([array for _, array in members])
-    except ModelError as exc:
-        logger.exception("detection failed for a batch of %d", len(members))
-        for i, _ in members:
-            replies[i] = ErrorReply(
-                frame_id=batch[i].request.frame_id,
-                worker_id=worker_id,
-                code=ErrorCode.INTERNAL,
-                message=f"detection failed: {exc}"[:1000],
-            )
-        return replies
-    inference_ms = (time.monotonic() - started) * 1000
-    for (i, _), detections in zip(members, found, strict=True):
-        item = batch[i]
-        # The wire carries at most MAX_DETECTIONS: the best of a crowded frame.
-        best = sorted(detections, key=lambda d: -d.score)[:MAX_DETECTIONS]
-        replies[i] = _result(
-            best,
-            item,
-            worker_id,
-            detector,
-            queue_ms=max(0.0, (decoded.started - item.received_mono) * 1000),
-            decode_ms=decoded.decode_ms,
-            inference_ms=inference_ms,
-            batch_size=len(members),
-        )
-    return replies

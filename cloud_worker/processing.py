@@ -17,13 +17,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
-from cloud_worker.detecting import detect_batch, task_mismatch
+from cloud_worker.detecting import detection_result, task_mismatch
 from pipeline.codecs import Image, decode_jpeg, decode_jpeg_abbreviated, tensor_from_bytes
-from pipeline.detection import Detector
+from pipeline.detection import Detection, Detector
 from pipeline.errors import CodecError, ModelError
 from pipeline.inference import Classifier, Prediction
 from pipeline.protocol import (
@@ -75,39 +75,34 @@ def _group_and_decode(request: FrameRequest, model: ServedModel) -> tuple[int, D
     mismatch = task_mismatch(request, isinstance(model, Detector), model.spec.name)
     if mismatch is not None:
         raise CodecError(mismatch)
+    image = _decode_image(request)
+    if image is not None:
+        return _IMAGE, image
     if isinstance(model, Detector):
-        return _decode_image(request, model.spec.name)
-    return _decode_for_classifier(request, model)
+        raise CodecError(f"{model.spec.name} detects on images (JPEG or raw uint8), not tensors")
+    return _decode_tensor(request, model)
 
 
-def _decode_image(request: FrameRequest, model: str) -> tuple[int, Decoded]:
-    """A detector's input: a JPEG or raw uint8 pixels, nothing else."""
-    if request.codec.is_jpeg or (
-        request.codec is PayloadCodec.RAW and request.dtype is TensorDType.UINT8
-    ):
-        return _decode_for_classifier(request, None)
-    raise CodecError(f"{model} detects on images (JPEG or raw uint8 pixels), not tensors")
-
-
-def _decode_for_classifier(
-    request: FrameRequest, classifier: Classifier | None
-) -> tuple[int, Decoded]:
+def _decode_image(request: FrameRequest) -> Image | None:
+    """The picture a JPEG or raw uint8 request carries; None for a float tensor."""
     if request.codec is PayloadCodec.JPEG:
-        return _IMAGE, decode_jpeg(request.payload, expected_shape=request.shape)
+        return decode_jpeg(request.payload, expected_shape=request.shape)
     if request.codec is PayloadCodec.JPEG_ABBREV:
         assert request.quality is not None  # FrameRequest guarantees it for jpeg kinds
         height, width, channels = request.shape  # FrameRequest checked (h, w, 1 or 3)
-        return _IMAGE, decode_jpeg_abbreviated(
+        return decode_jpeg_abbreviated(
             request.payload, request.quality, expected_shape=(height, width, channels)
         )
+    if request.codec is PayloadCodec.RAW and request.dtype is TensorDType.UINT8:
+        if len(request.shape) != 3 or request.shape[2] not in (1, 3):
+            raise CodecError("raw uint8 pixels need shape (height, width, 1 or 3)")
+        return cast(Image, tensor_from_bytes(request.payload, request.shape, request.dtype))
+    return None
+
+
+def _decode_tensor(request: FrameRequest, classifier: Classifier) -> tuple[int, Decoded]:
+    """A normalised input (raw float) or an edge part's activation (tensor)."""
     if request.codec is PayloadCodec.RAW:
-        if request.dtype is TensorDType.UINT8:
-            if len(request.shape) != 3 or request.shape[2] not in (1, 3):
-                raise CodecError("raw uint8 pixels need shape (height, width, 1 or 3)")
-            return _IMAGE, cast(
-                Image, tensor_from_bytes(request.payload, request.shape, request.dtype)
-            )
-        assert classifier is not None  # _decode_image lets only images through
         if request.shape != classifier.input_shape:
             raise CodecError(
                 f"a raw {request.dtype.value} tensor for {classifier.spec.name} is a "
@@ -116,7 +111,6 @@ def _decode_for_classifier(
         return _INPUT, _finite(tensor_from_bytes(request.payload, request.shape, request.dtype))
     split = request.split_stage
     assert split is not None  # FrameRequest guarantees it for tensor payloads
-    assert classifier is not None  # _decode_image lets only images through
     try:
         expected = classifier.activation_shape(split)
     except ModelError as exc:
@@ -153,14 +147,44 @@ def _finite(tensor: np.ndarray) -> np.ndarray:
     return tensor
 
 
-def _forward(classifier: Classifier, key: int) -> Callable[[Sequence[Decoded]], list[Prediction]]:
+Answer = Prediction | list[Detection]  # one image's answer: a label, or objects
+
+
+def _forward(model: ServedModel, key: int) -> Callable[[Sequence[Decoded]], Sequence[Answer]]:
     # Each group holds one kind (see _group_and_decode): only split groups hold
-    # QuantizedTensors.
+    # QuantizedTensors, and a detector's hold only images.
+    if isinstance(model, Detector):
+        return lambda arrays: model.detect(cast(Sequence[Image], arrays))
     if key == _IMAGE:
-        return lambda arrays: classifier.predict(cast(Sequence[Image], arrays))
+        return lambda arrays: model.predict(cast(Sequence[Image], arrays))
     if key == _INPUT:
-        return lambda arrays: classifier.predict_inputs(cast(Sequence[np.ndarray], arrays))
-    return lambda arrays: classifier.predict_from_split(key, arrays)
+        return lambda arrays: model.predict_inputs(cast(Sequence[np.ndarray], arrays))
+    return lambda arrays: model.predict_from_split(key, arrays)
+
+
+def _reply(
+    model: ServedModel, answer: Answer, item: Pending, worker_id: str, **timings: Any
+) -> ReplyMessage:
+    """The reply carrying ``answer``: a :class:`Result` or a :class:`DetectionResult`."""
+    frame_id = item.request.frame_id
+    if isinstance(model, Detector):
+        assert isinstance(answer, list)
+        return detection_result(
+            answer, model.spec, frame_id=frame_id, worker_id=worker_id, **timings
+        )
+    assert isinstance(answer, Prediction)
+    spec = model.spec
+    return Result(
+        frame_id=frame_id,
+        worker_id=worker_id,
+        label=answer.label,
+        label_name=spec.labels[answer.label],
+        topk_labels=answer.topk_labels,
+        topk_scores=answer.topk_scores,
+        model=spec.name,
+        model_version=spec.version,
+        **timings,
+    )
 
 
 def _error(item: Pending, worker_id: str, code: ErrorCode, message: str) -> ErrorReply:
@@ -201,15 +225,10 @@ def classify_batch(
 ) -> list[tuple[ReplyTarget, ReplyMessage]]:
     """Run each group's forward pass; one reply per request, in order of the batch."""
     batch, replies = decoded.batch, decoded.replies
-    if isinstance(classifier, Detector):
-        images = cast(list[tuple[int, Image]], decoded.groups.get(_IMAGE, []))
-        replies = detect_batch(decoded, images, classifier, worker_id)
-        return [(item.target, r) for item, r in zip(batch, replies, strict=True) if r]
-    spec = classifier.spec
     for key, members in decoded.groups.items():
         forward_started = time.monotonic()
         try:
-            predictions = _forward(classifier, key)([array for _, array in members])
+            answers = _forward(classifier, key)([array for _, array in members])
         except ModelError as exc:
             # A model failure answers this group with errors; it never takes the worker down.
             logger.exception("inference failed for a batch of %d", len(members))
@@ -219,17 +238,13 @@ def classify_batch(
                 )
             continue
         inference_ms = (time.monotonic() - forward_started) * 1000
-        for (i, _), prediction in zip(members, predictions, strict=True):
+        for (i, _), answer in zip(members, answers, strict=True):
             item = batch[i]
-            replies[i] = Result(
-                frame_id=item.request.frame_id,
-                worker_id=worker_id,
-                label=prediction.label,
-                label_name=spec.labels[prediction.label],
-                topk_labels=prediction.topk_labels,
-                topk_scores=prediction.topk_scores,
-                model=spec.name,
-                model_version=spec.version,
+            replies[i] = _reply(
+                classifier,
+                answer,
+                item,
+                worker_id,
                 queue_ms=max(0.0, (decoded.started - item.received_mono) * 1000),
                 decode_ms=decoded.decode_ms,
                 inference_ms=inference_ms,
