@@ -15,9 +15,8 @@ from broker import BrokerKind, BrokerProcess, local_broker
 from camoffload.security import SecuritySummary, counted, draw_detections, frame_at
 from cloud_worker import CloudWorker
 from edge_node import EdgeNode, FrameSource, Ledger, LedgerSummary, open_source
-from edge_node.ledger_objects import objects_in
+from edge_node.ledger_objects import ObjectSummary, objects_in
 from edge_node.ledger_rows import FrameRecord, iter_frames
-from edge_node.objects import ObjectSummary
 from pipeline.config import Config, EdgeConfig, WorkerConfig
 from pipeline.errors import CamoffloadError, SourceError
 from pipeline.tasks import cancel_and_wait

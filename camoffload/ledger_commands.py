@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edge_node.ledger import LedgerSummary, RunInfo
-    from edge_node.objects import ObjectSummary
+    from edge_node.ledger_objects import ObjectSummary
 
 __all__ = ["add_ledger_command", "run_ledger_command"]
 

@@ -65,6 +65,10 @@ class EdgeControls:
     def set_filter(self) -> str:
         return self._topics.control_set_filter(self._cfg.edge_id)
 
+    def is_for(self, topic: str) -> bool:
+        """Whether ``topic`` is one of this edge's set topics."""
+        return topic.startswith(self.set_filter[: -len("+/set")])
+
     def hold_reason(self) -> str | None:
         """Why offloading is held back by a control, or None."""
         return None if self.offload else "offloading switched off"

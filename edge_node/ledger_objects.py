@@ -10,13 +10,26 @@ and a ledger written before objects existed lists them too.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from edge_node.ledger_rows import FrameRecord
-from edge_node.objects import VEHICLE_MIN_SCORES, ObjectSummary
-from edge_node.tracker import ObjectEvent, ObjectTracker, Source
-from pipeline.detection import DETECTORS, VEHICLES, Detection
+from edge_node.tracker import ObjectEvent, Source, security_tracker
+from pipeline.detection import DETECTORS, Detection
 
-__all__ = ["format_objects", "objects_in"]
+__all__ = ["ObjectSummary", "format_objects", "objects_in"]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSummary:
+    """An ended object, for a run's summary."""
+
+    id: str
+    label: str
+    start_ts: float
+    end_ts: float
+    frames: int
+    top_score: float
+    seen_by: tuple[str, ...]
 
 
 def _detections(record: FrameRecord) -> list[Detection]:
@@ -35,7 +48,7 @@ def objects_in(
 ) -> list[ObjectSummary]:
     """Every object of these frames (one run's, in capture order), oldest first:
     people and vehicles, and ``labels`` besides."""
-    tracker = ObjectTracker(labels={"person", *VEHICLES, *labels}, min_scores=VEHICLE_MIN_SCORES)
+    tracker = security_tracker(labels)
     ended: list[ObjectEvent] = []
     last_ts = 0.0
     for record in records:

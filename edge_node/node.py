@@ -50,9 +50,9 @@ from edge_node.sender import FrameSender
 from edge_node.sources import CapturedFrame, FrameSource
 from edge_node.stats import EdgeStats
 from edge_node.thresholds import AdaptiveThreshold
+from edge_node.tracker import watched_labels
 from edge_node.triage import Decided, OffloadPlan, Triage
 from pipeline.config import Config
-from pipeline.detection import VEHICLES
 from pipeline.errors import ProtocolError
 from pipeline.heap import freeze_heap
 from pipeline.looplag import watch_loop_lag
@@ -193,9 +193,7 @@ class EdgeNode:
         """
         await self._triage.load()
         if self._cfg.task == "detect":
-            detector = self._triage.detector
-            labels = detector.spec.labels if detector is not None else ()
-            self._recorder.objects = watcher_for(self._cfg, self._topics, labels, self._client)
+            self._recorder.objects = watcher_for(self._config, self._triage.detector, self._client)
         if self._cfg.freeze_heap:
             # Before capturing: the collection it runs first is the pause it saves later.
             frozen = freeze_heap()
@@ -221,7 +219,7 @@ class EdgeNode:
         return self.ledger.summary()
 
     async def _watch(self, labels: frozenset[str]) -> None:
-        watched = frozenset({"person", *VEHICLES, *labels})
+        watched = watched_labels(labels)
         if self._recorder.objects is not None:
             self._recorder.objects.tracker.labels = watched
         await self._reporter.watch(watched)
@@ -236,12 +234,11 @@ class EdgeNode:
         await self._reporter.announce(client)
         await self.controls.announce(client)
         status_prefix = self._topics.worker_status_filter[:-1]  # ".../status/workers/"
-        control_prefix = self.controls.set_filter[: -len("+/set")]
         async for message in client.messages:
             topic = message.topic.value
             if topic.startswith(status_prefix):
                 self._on_worker_status(message)
-            elif topic.startswith(control_prefix):
+            elif self.controls.is_for(topic):
                 await self.controls.on_message(client, message)
             else:
                 self._replies.on_message(message)

@@ -17,12 +17,11 @@ holds at most the frames in flight, the tracker its live objects, one snapshot e
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -32,45 +31,29 @@ import cv2
 from edge_node.outcomes import Outcome
 from edge_node.snapshots import SnapshotFolder
 from edge_node.sources import CapturedFrame
-from edge_node.tracker import ObjectEvent, ObjectTracker, Source, TrackedObject
+from edge_node.tracker import (
+    ObjectEvent,
+    ObjectTracker,
+    Source,
+    TrackedObject,
+    security_tracker,
+)
 from edge_node.zones import parse_zones
 from pipeline.codecs import Image, encode_jpeg
-from pipeline.config import EdgeConfig
-from pipeline.detection import DETECTORS, VEHICLES, is_detector
+from pipeline.config import Config
+from pipeline.detection import DETECTORS, Detector, is_detector
 from pipeline.errors import TransportError
 from pipeline.protocol import Decision
 from pipeline.service import publish
 from pipeline.topics import Topics
 
-__all__ = [
-    "SNAPSHOT_WIDTH",
-    "VEHICLE_MIN_SCORES",
-    "ObjectSummary",
-    "ObjectWatcher",
-    "watcher_for",
-]
+__all__ = ["SNAPSHOT_WIDTH", "ObjectWatcher", "watcher_for"]
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_WIDTH = 640  # px: a snapshot is a picture to look at, not evidence at full size
 SNAPSHOT_QUALITY = 80
 MAX_PENDING = 1024  # decided frames waiting for an earlier one: far more than in flight
-MAX_ENDED = 1000  # ended objects kept for the run's summary
-# Vehicles are tracked from a lower score than people (see ObjectTracker's defaults).
-VEHICLE_MIN_SCORES = dict.fromkeys(VEHICLES, 0.4)
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectSummary:
-    """An ended object, for the run's summary."""
-
-    id: str
-    label: str
-    start_ts: float
-    end_ts: float
-    frames: int
-    top_score: float
-    seen_by: tuple[str, ...]
 
 
 def object_json(obj: TrackedObject, edge_id: str) -> dict[str, object]:
@@ -138,8 +121,6 @@ class ObjectWatcher:
         self._zone_counts: dict[tuple[str, str], int] = {}
         self.snapshots_on_disk: SnapshotFolder | None = None
         self._published: dict[str, dict[str, object]] = {}  # live id -> its last "after"
-        self.ended: deque[ObjectSummary] = deque(maxlen=MAX_ENDED)
-        self.events_published = 0
 
     async def decided(self, seq: int, outcome: Outcome, frame: CapturedFrame | None) -> None:
         """One decided frame, in any order; frames are tracked in capture order. A
@@ -173,35 +154,31 @@ class ObjectWatcher:
         if image is not None:
             for event in events:
                 if event.type != "end" and event.object.best_seq == seq:
-                    jpeg = snapshot_jpeg(image, event.object)
+                    # Resize and encode off the loop (a few ms a snapshot). The object is
+                    # not touched meanwhile: frames are tracked one at a time, in order.
+                    jpeg = await asyncio.to_thread(snapshot_jpeg, image, event.object)
                     snapshots[event.object.label] = jpeg
                     if self.snapshots_on_disk is not None:
                         await self.snapshots_on_disk.write(event.object, jpeg)
         await self._publish_events(events, snapshots)
 
     async def _publish_events(self, events: list[ObjectEvent], snapshots: dict[str, bytes]) -> None:
+        # Each event's before/after, kept whether or not the broker is there: an object
+        # that ends during an outage must not stay in ``_published`` for ever.
+        bodies = []
         for event in events:
-            if event.type == "end":
-                obj = event.object
-                self.ended.append(
-                    ObjectSummary(
-                        obj.id, obj.label, obj.start_ts, obj.end_ts or obj.last_ts,
-                        obj.frames, obj.top_score, tuple(sorted(obj.seen_by)),
-                    )
-                )  # fmt: skip
+            after = object_json(event.object, self._edge_id)
+            before = self._published.pop(event.object.id, None)
+            if event.type != "end":
+                self._published[event.object.id] = after
+            bodies.append({"type": event.type, "before": before, "after": after})
         client = self._client()
         if client is None or not (events or snapshots):
             return
         with contextlib.suppress(TransportError):  # informational; the ledger is the record
-            for event in events:
-                after = object_json(event.object, self._edge_id)
-                before = self._published.pop(event.object.id, None)
-                if event.type != "end":
-                    self._published[event.object.id] = after
-                body = {"type": event.type, "before": before, "after": after}
+            for body in bodies:
                 data = json.dumps(body, separators=(",", ":"))
                 await publish(client, self._topics.objects(self._edge_id), data, qos=1)
-                self.events_published += 1
             for label, jpeg in snapshots.items():
                 topic = self._topics.snapshot(self._edge_id, label)
                 await publish(client, topic, jpeg, qos=1, retain=True)
@@ -220,23 +197,21 @@ class ObjectWatcher:
 
 
 def watcher_for(
-    cfg: EdgeConfig,
-    topics: Topics,
-    local_labels: Iterable[str],
+    config: Config,
+    local_detector: Detector | None,
     client: Callable[[], aiomqtt.Client | None],
 ) -> ObjectWatcher:
     """The watcher of an edge with ``cfg``: people and vehicles always, and whatever
     else ``edge.detect_classes`` asks for."""
+    cfg = config.edge
     cloud = DETECTORS[cfg.model][1] if is_detector(cfg.model) else ()
     watcher = ObjectWatcher(
         edge_id=cfg.edge_id,
-        topics=topics,
-        tracker=ObjectTracker(
-            labels={"person", *VEHICLES, *cfg.detect_classes},
-            min_scores=VEHICLE_MIN_SCORES,
-            zones=parse_zones(cfg.zones) if cfg.zones else (),
+        topics=config.topics,
+        tracker=security_tracker(
+            cfg.detect_classes, zones=parse_zones(cfg.zones) if cfg.zones else ()
         ),
-        local_labels=local_labels,
+        local_labels=local_detector.spec.labels if local_detector is not None else (),
         cloud_labels=cloud,
         client=client,
     )

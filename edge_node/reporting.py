@@ -16,8 +16,8 @@ from edge_node.homeassistant_objects import object_discovery, object_removal
 from edge_node.ledger import Ledger
 from edge_node.metrics import EdgeMetrics
 from edge_node.stats import EdgeStats, EdgeStatsSnapshot, format_status_line
+from edge_node.tracker import watched_labels
 from pipeline.config import Config
-from pipeline.detection import VEHICLES
 from pipeline.errors import TransportError
 from pipeline.protocol import EdgeStatus
 from pipeline.service import RetainedStatus, publish
@@ -41,7 +41,7 @@ class EdgeReporter:
         self._cfg = config.edge
         self._edge_id = config.edge.edge_id
         # The object labels a detecting edge reports (and Home Assistant shows).
-        self.watched = frozenset({"person", *VEHICLES, *config.edge.detect_classes})
+        self.watched = watched_labels(config.edge.detect_classes)
         self._ledger = ledger
         self._stats = stats
         self._metrics = metrics

@@ -26,7 +26,15 @@ from typing import Literal
 from edge_node.zones import Zone, zones_of
 from pipeline.detection import VEHICLES, Box, Detection, iou
 
-__all__ = ["EventType", "ObjectEvent", "ObjectTracker", "TrackedObject"]
+__all__ = [
+    "VEHICLE_MIN_SCORES",
+    "EventType",
+    "ObjectEvent",
+    "ObjectTracker",
+    "TrackedObject",
+    "security_tracker",
+    "watched_labels",
+]
 
 EventType = Literal["new", "update", "end"]
 Source = Literal["edge", "cloud"]
@@ -58,6 +66,21 @@ class TrackedObject:
     _published_box: Box | None = None
     _published_score: float = 0.0
     _published_ts: float = 0.0
+
+
+# Vehicles are tracked from a lower score than people (see ObjectTracker's defaults).
+VEHICLE_MIN_SCORES = dict.fromkeys(VEHICLES, 0.4)
+
+
+def watched_labels(asked: Iterable[str]) -> frozenset[str]:
+    """What a security edge tracks: people and vehicles always, and what the user asked
+    for (``edge.detect_classes``, or a ``detect/set`` control)."""
+    return frozenset({"person", *VEHICLES, *asked})
+
+
+def security_tracker(asked: Iterable[str], zones: Sequence[Zone] = ()) -> ObjectTracker:
+    """The tracker a detecting edge runs, and a ledger's replay of it runs alike."""
+    return ObjectTracker(labels=watched_labels(asked), min_scores=VEHICLE_MIN_SCORES, zones=zones)
 
 
 def _kind(label: str) -> str:
@@ -112,7 +135,6 @@ class ObjectTracker:
         self.update_s = update_s
         self.max_objects = max_objects
         self.live: dict[str, TrackedObject] = {}
-        self.ended = 0
 
     def counts(self) -> dict[str, int]:
         """Confirmed objects in view now, per watched label (0 for a label not in view)."""
@@ -263,5 +285,4 @@ class ObjectTracker:
         if not obj.confirmed:
             return []  # seen once: noise, never announced
         obj.end_ts = end_ts
-        self.ended += 1
         return [ObjectEvent("end", obj, end_ts)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -39,6 +40,22 @@ async def running_worker(
         await cancel_and_wait([ready_task, task])
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]  # the worker died during the test
+
+
+def detecting(config: Config, **edge: object) -> Config:
+    """``config`` as a security camera: ssdlite_person at the edge, nanodet_coco on the
+    worker (one onnxruntime thread: tests share the box), ``edge`` settings on top."""
+    return dataclasses.replace(
+        config,
+        edge=dataclasses.replace(
+            config.edge,
+            task="detect",
+            local_model="ssdlite_person",
+            model="nanodet_coco",
+            **edge,  # type: ignore[arg-type]
+        ),
+        worker=dataclasses.replace(config.worker, model="nanodet_coco", threads=1),
+    )
 
 
 @contextlib.asynccontextmanager

@@ -20,23 +20,9 @@ from pipeline.config import Config
 from pipeline.detection import Detector, iou
 from pipeline.protocol import ErrorCode, ErrorReply, FrameRequest, Task, decode_reply
 from pipeline.topics import reply_target
-from tests._helpers import client, jpeg_request, next_message, running_worker
+from tests._helpers import client, detecting, jpeg_request, next_message, running_worker
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _detecting(config: Config, **edge: object) -> Config:
-    return dataclasses.replace(
-        config,
-        edge=dataclasses.replace(
-            config.edge,
-            task="detect",
-            local_model="ssdlite_person",
-            model="nanodet_coco",
-            **edge,  # type: ignore[arg-type]
-        ),
-        worker=dataclasses.replace(config.worker, model="nanodet_coco", threads=1),
-    )
 
 
 def _people(detections: list[dict[str, object]] | None) -> list[tuple[float, ...]]:
@@ -49,7 +35,7 @@ def _people(detections: list[dict[str, object]] | None) -> list[tuple[float, ...
 
 def test_edge_and_worker_detect_people_in_the_shipped_clip(config: Config, tmp_path) -> None:  # type: ignore[no-untyped-def]
     frames = 12
-    cfg = _detecting(config, policy="threshold")
+    cfg = detecting(config, policy="threshold")
     ledger_path = tmp_path / "ledger.sqlite"
 
     async def scenario() -> str:
@@ -128,7 +114,7 @@ def test_malformed_detections_are_refused_and_the_frame_keeps_its_local_answer(
     config: Config,
 ) -> None:
     frames = len(BROKEN)
-    cfg = _detecting(config, policy="cloud-only", deadline_ms=1500.0, max_in_flight=1)
+    cfg = detecting(config, policy="cloud-only", deadline_ms=1500.0, max_in_flight=1)
 
     async def fake_worker(ready: asyncio.Event) -> None:
         async with client(cfg) as worker:
@@ -165,7 +151,7 @@ def test_malformed_detections_are_refused_and_the_frame_keeps_its_local_answer(
 def test_a_worker_refuses_the_task_it_does_not_serve(
     config: Config, frames: list[np.ndarray]
 ) -> None:
-    cfg = _detecting(config)
+    cfg = detecting(config)
 
     async def scenario() -> tuple[ErrorReply, ErrorReply]:
         async with running_worker(cfg), client(cfg) as c:

@@ -5,7 +5,6 @@ disappear through the broker."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 
 import aiomqtt
@@ -17,7 +16,7 @@ from edge_node.homeassistant import discovery_messages
 from edge_node.homeassistant_objects import POLICIES, object_discovery, object_removal
 from pipeline.config import Config
 from pipeline.topics import Topics, ha_node_id
-from tests._helpers import client
+from tests._helpers import client, detecting
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -61,26 +60,16 @@ def test_every_object_entity_has_what_home_assistant_requires() -> None:
     assert all(payload == b"" for _, payload in removal)
 
 
-def _config(config: Config) -> Config:
-    return dataclasses.replace(
-        config,
-        edge=dataclasses.replace(
-            config.edge,
-            task="detect",
-            local_model="ssdlite_person",
-            model="nanodet_coco",
-            policy="local-only",
-            homeassistant=True,
-            homeassistant_prefix=f"ha-{config.prefix}",
-            rate="20",
-        ),
-    )
-
-
 def test_labels_watched_at_run_time_appear_and_disappear_in_home_assistant(
     config: Config,
 ) -> None:
-    cfg = _config(config)
+    cfg = detecting(
+        config,
+        policy="local-only",
+        homeassistant=True,
+        homeassistant_prefix=f"ha-{config.prefix}",
+        rate="20",
+    )
     node_id = ha_node_id(cfg.edge.edge_id)
     dog = f"{cfg.edge.homeassistant_prefix}/camera/{node_id}/dog/config"
     seen: dict[str, list[bytes]] = {}

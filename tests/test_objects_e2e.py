@@ -5,7 +5,6 @@ its box, and counts per label."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import json
 from collections import defaultdict
@@ -24,31 +23,20 @@ from edge_node.ledger_rows import iter_frames
 from edge_node.objects import SNAPSHOT_WIDTH
 from pipeline.config import Config
 from pipeline.detection import Detector, iou
-from tests._helpers import client, running_worker
+from tests._helpers import client, detecting, running_worker
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _detecting(config: Config, snapshot_dir: Path) -> Config:
-    return dataclasses.replace(
-        config,
-        edge=dataclasses.replace(
-            config.edge,
-            task="detect",
-            local_model="ssdlite_person",
-            model="nanodet_coco",
-            policy="threshold",
-            zones="path: 0,0.3;1,0.3;1,1;0,1 | sky: 0,0;1,0;1,0.05;0,0.05",
-            snapshot_dir=str(snapshot_dir),
-        ),
-        worker=dataclasses.replace(config.worker, model="nanodet_coco", threads=1),
-    )
 
 
 def test_objects_snapshots_and_counts_through_the_broker(
     config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = _detecting(config, tmp_path / "snapshots")
+    cfg = detecting(
+        config,
+        policy="threshold",
+        zones="path: 0,0.3;1,0.3;1,1;0,1 | sky: 0,0;1,0;1,0.05;0,0.05",
+        snapshot_dir=str(tmp_path / "snapshots"),
+    )
     topics = cfg.topics
     edge = cfg.edge.edge_id
     events: list[dict[str, object]] = []

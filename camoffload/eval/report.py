@@ -46,7 +46,9 @@ class Results:
     frames: list[dict[str, Any]]
 
 
-def load_results(folder: Path) -> Results:
+def load_results(folder: Path, *, with_frames: bool = True) -> Results:
+    """A results folder as written by a run; ``with_frames=False`` for suites that
+    keep no per-frame file (the security suite's frames are in its ledgers)."""
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         suite = parse_suite(
@@ -55,7 +57,7 @@ def load_results(folder: Path) -> Results:
             origin=str(folder),
         )
         cells = _jsonl(folder / "cells.jsonl")
-        frames = _jsonl(folder / "frames.jsonl")
+        frames = _jsonl(folder / "frames.jsonl") if with_frames else []
     except (OSError, json.JSONDecodeError) as exc:
         raise CamoffloadError(f"{folder} is not a complete results folder: {exc}") from exc
     if not cells:

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from camoffload.eval.report import write_section
+from camoffload.eval.report import load_results, write_section
 from camoffload.eval.security_plots import render_security_plots
-from camoffload.eval.suite import Suite, parse_suite
+from camoffload.eval.suite import Suite
 from camoffload.security import COUNT_MIN_SCORE
-from pipeline.errors import CamoffloadError
 
 __all__ = [
     "SecurityResults",
@@ -47,20 +46,8 @@ def is_security_results(folder: Path) -> bool:
 
 
 def load_security(folder: Path) -> SecurityResults:
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        suite = parse_suite(
-            (folder / "suite.toml").read_text(encoding="utf-8"),
-            quick=bool(meta.get("quick")),
-            origin=str(folder),
-        )
-        with (folder / "cells.jsonl").open(encoding="utf-8") as f:
-            cells = [json.loads(line) for line in f if line.strip()]
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CamoffloadError(f"{folder} is not a complete results folder: {exc}") from exc
-    if not cells:
-        raise CamoffloadError(f"{folder}: no cells were measured")
-    return SecurityResults(folder, suite, meta, cells)
+    loaded = load_results(folder, with_frames=False)
+    return SecurityResults(folder, loaded.suite, loaded.meta, loaded.cells)
 
 
 def _pct(value: float | None) -> str:

@@ -14,6 +14,7 @@ Synchronous and CPU/GPU-bound: callers run :meth:`Detector.detect` in a thread.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,6 @@ from pipeline.detection.boxes import Detection
 from pipeline.detection.coco import COCO_LABELS
 from pipeline.detection.decoders import decode_nanodet, decode_ssd
 from pipeline.errors import ModelError
-from pipeline.models.weights import sha256_of
 
 __all__ = [
     "DETECTORS",
@@ -101,17 +101,22 @@ def get_detector_spec(name: str, *, detectors_dir: Path | None = None) -> Detect
 
 
 def _verified_bytes(spec: DetectorSpec) -> bytes:
-    if not spec.onnx_path.is_file():
+    """The file's bytes, read once: what is hashed is what onnxruntime gets."""
+    try:
+        model = spec.onnx_path.read_bytes()
+    except FileNotFoundError:
         raise ModelError(
             f"detector {spec.name}: {spec.onnx_path} is missing; reinstall camoffload "
             "(or rebuild it: scripts/convert_detectors.py)"
-        )
-    if sha256_of(spec.onnx_path) != spec.sha256:
+        ) from None
+    except OSError as exc:
+        raise ModelError(f"detector {spec.name}: {spec.onnx_path} is unreadable: {exc}") from exc
+    if hashlib.sha256(model).hexdigest() != spec.sha256:
         raise ModelError(
             f"detector {spec.name}: {spec.onnx_path} does not match the sha256 in its "
             "manifest (truncated, corrupt or another file); reinstall camoffload"
         )
-    return spec.onnx_path.read_bytes()
+    return model
 
 
 def _providers(device: str) -> list[str]:
