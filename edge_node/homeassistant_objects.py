@@ -7,6 +7,10 @@ Per watched label (people, vehicles, and whatever ``edge.detect_classes`` adds):
 * ``sensor``: that count;
 * ``camera``: the retained snapshot JPEG on ``{p}/snapshots/{edge_id}/{label}``.
 
+Per zone the user drew (``edge.zones``) and watched label, an occupancy ``binary_sensor``
+and a count ``sensor`` read from ``{p}/zones/{edge_id}/{zone}/{label}``, as Frigate has
+per zone.
+
 Per edge, on the control topics (:mod:`edge_node.controls`):
 
 * ``switch`` offloading: ``{p}/control/{edge_id}/offload/set`` ON/OFF, its ``/state``;
@@ -39,10 +43,31 @@ def _object_id(label: str) -> str:
     return _UNSAFE.sub("_", label.lower()).strip("_") or "object"
 
 
-def _label_entities(label: str) -> list[tuple[str, str]]:
+def _label_entities(label: str, zones: Iterable[str]) -> list[tuple[str, str]]:
     """(component, object id) of one label's entities."""
     key = _object_id(label)
-    return [("binary_sensor", f"{key}_occupancy"), ("sensor", f"{key}_count"), ("camera", key)]
+    entities = [("binary_sensor", f"{key}_occupancy"), ("sensor", f"{key}_count"), ("camera", key)]
+    for zone in zones:
+        zone_key = f"{_object_id(zone)}_{key}"
+        entities += [("binary_sensor", f"{zone_key}_occupancy"), ("sensor", f"{zone_key}_count")]
+    return entities
+
+
+def _occupancy_and_count(
+    key: str, name: str, state_topic: str
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """An occupancy binary sensor and a count sensor on one retained count."""
+    return [
+        ("binary_sensor", f"{key}_occupancy", {
+            "name": f"{name} occupancy", "device_class": "occupancy",
+            "state_topic": state_topic,
+            "value_template": "{{ 'ON' if value | int(0) > 0 else 'OFF' }}",
+        }),
+        ("sensor", f"{key}_count", {
+            "name": f"{name} count", "state_topic": state_topic,
+            "unit_of_measurement": "objects", "state_class": "measurement",
+        }),
+    ]  # fmt: skip
 
 
 _EDGE_ENTITIES = [("switch", "offload"), ("select", "policy")]
@@ -57,6 +82,7 @@ def object_discovery(
     edge_id: str,
     labels: Iterable[str],
     *,
+    zones: Iterable[str] = (),
     discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX,
     version: str,
 ) -> list[tuple[str, bytes]]:
@@ -71,23 +97,19 @@ def object_discovery(
         "origin": {"name": "camoffload", "sw_version": version},
     }
     configs: list[tuple[str, str, dict[str, Any]]] = []
+    zones = tuple(zones)
     for label in sorted(set(labels)):
         key = _object_id(label)
-        count = topics.count(edge_id, label)
-        configs += [
-            ("binary_sensor", f"{key}_occupancy", {
-                "name": f"{label} occupancy", "device_class": "occupancy",
-                "state_topic": count,
-                "value_template": "{{ 'ON' if value | int(0) > 0 else 'OFF' }}",
-            }),
-            ("sensor", f"{key}_count", {
-                "name": f"{label} count", "state_topic": count,
-                "unit_of_measurement": "objects", "state_class": "measurement",
-            }),
-            ("camera", key, {
-                "name": f"{label} snapshot", "topic": topics.snapshot(edge_id, label),
-            }),
-        ]  # fmt: skip
+        configs += _occupancy_and_count(key, label, topics.count(edge_id, label))
+        configs.append(
+            ("camera", key, {"name": f"{label} snapshot", "topic": topics.snapshot(edge_id, label)})
+        )
+        for zone in zones:
+            configs += _occupancy_and_count(
+                f"{_object_id(zone)}_{key}",
+                f"{zone} {label}",
+                topics.zone_count(edge_id, zone, label),
+            )
     configs += [
         ("switch", "offload", {
             "name": "Offloading",
@@ -113,12 +135,14 @@ def object_removal(
     edge_id: str,
     labels: Iterable[str],
     *,
+    zones: Iterable[str] = (),
     with_controls: bool = True,
     discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX,
 ) -> list[tuple[str, bytes]]:
     """Empty retained configs: Home Assistant deletes these labels' entities (and, with
     ``with_controls``, the switch and select)."""
-    entities = [e for label in sorted(set(labels)) for e in _label_entities(label)]
+    zones = tuple(zones)
+    entities = [e for label in sorted(set(labels)) for e in _label_entities(label, zones)]
     if with_controls:
         entities += _EDGE_ENTITIES
     return [(_topic(discovery_prefix, c, edge_id, o), b"") for c, o in entities]

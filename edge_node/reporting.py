@@ -17,6 +17,7 @@ from edge_node.ledger import Ledger
 from edge_node.metrics import EdgeMetrics
 from edge_node.stats import EdgeStats, EdgeStatsSnapshot, format_status_line
 from edge_node.tracker import watched_labels
+from edge_node.zones import parse_zones
 from pipeline.config import Config
 from pipeline.errors import TransportError
 from pipeline.protocol import EdgeStatus
@@ -42,6 +43,9 @@ class EdgeReporter:
         self._edge_id = config.edge.edge_id
         # The object labels a detecting edge reports (and Home Assistant shows).
         self.watched = watched_labels(config.edge.detect_classes)
+        self._zones = (
+            tuple(z.name for z in parse_zones(config.edge.zones)) if config.edge.zones else ()
+        )
         self._ledger = ledger
         self._stats = stats
         self._metrics = metrics
@@ -92,6 +96,7 @@ class EdgeReporter:
                     self._config.prefix,
                     self._edge_id,
                     self.watched,
+                    zones=self._zones,
                     discovery_prefix=self._cfg.homeassistant_prefix,
                     version=_package_version(),
                 )
@@ -109,6 +114,7 @@ class EdgeReporter:
         messages = object_removal(
             self._edge_id,
             dropped,
+            zones=self._zones,
             with_controls=False,
             discovery_prefix=self._cfg.homeassistant_prefix,
         )
@@ -116,6 +122,7 @@ class EdgeReporter:
             self._config.prefix,
             self._edge_id,
             labels,
+            zones=self._zones,
             discovery_prefix=self._cfg.homeassistant_prefix,
             version=_package_version(),
         )

@@ -109,3 +109,21 @@ def test_labels_watched_at_run_time_appear_and_disappear_in_home_assistant(
                 listener.cancel()
 
     asyncio.run(scenario())
+
+
+def test_each_zone_gets_occupancy_and_count_per_label_and_leaves_with_it() -> None:
+    messages = object_discovery(
+        "site/cams", "door", {"person"}, zones=("porch", "drive way"), version="1.0"
+    )
+    topics = Topics("site/cams")
+    configs = {topic.split("/")[3]: json.loads(payload) for topic, payload in messages}
+    porch = configs["porch_person_occupancy"]
+    assert porch["state_topic"] == topics.zone_count("door", "porch", "person")
+    assert porch["device_class"] == "occupancy"
+    assert REQUIRED["binary_sensor"] | COMMON <= set(porch)
+    count = configs["drive_way_person_count"]
+    assert count["state_topic"] == topics.zone_count("door", "drive way", "person")
+    assert count["name"] == "drive way person count"
+    # Removing the label removes its zone entities too; nothing is left behind.
+    removal = object_removal("door", {"person"}, zones=("porch", "drive way"))
+    assert {t for t, _ in removal} == {t for t, _ in messages}

@@ -114,3 +114,44 @@ def test_a_vehicle_called_car_then_truck_stays_one_object() -> None:
     (obj,) = tracker.live.values()
     assert obj.label == "truck"  # the first label stays
     assert obj.frames == len(names)
+
+
+def test_a_walker_missed_for_a_second_keeps_their_id_though_no_box_overlaps() -> None:
+    # 0.04 of the frame per frame: a second's walk (0.4) is four widths, so no box of
+    # the walker overlaps the last one seen. Only the velocity and distance pass match it.
+    tracker = ObjectTracker(labels=EVERYTHING, min_hits=2)
+    seen = [[_person(_walk(0.05 + 0.04 * i))] for i in range(5)]
+    missed: list[list[Detection]] = [[]] * 10
+    again = [[_person(_walk(0.05 + 0.04 * i))] for i in range(15, 18)]
+    events = _feed(tracker, seen + missed + again)
+    assert _types(events)[0] == "new"
+    assert "end" not in _types(events)
+    assert len(tracker.live) == 1
+    assert next(iter(tracker.live.values())).frames == 8
+
+
+def test_a_detection_beyond_the_gate_is_a_new_object_not_a_jump() -> None:
+    tracker = ObjectTracker(labels=EVERYTHING, min_hits=1)
+    _feed(tracker, [[_person(_walk(0.1))]] * 3)
+    (first,) = tracker.live.values()
+    # The next frame, a person two heights to the right: nobody walks that in 0.1 s.
+    events = tracker.update(0.3, 3, [_person(_walk(0.9))], source="cloud", seen_labels=EVERYTHING)
+    assert _types(events) == ["new"]
+    assert events[0].object.id != first.id
+    assert first.box == _walk(0.1)  # the standing person's track did not jump
+
+
+def test_a_parked_car_outlasts_a_gap_that_ends_a_walker() -> None:
+    car_box: Box = (0.7, 0.05, 0.8, 0.12)
+    car = Detection(2, "car", 0.5, car_box)
+    tracker = ObjectTracker(labels=EVERYTHING, min_hits=2, max_missed_s=1.0)
+    walker = [_person(_walk(0.05 + 0.02 * i)) for i in range(25)]
+    # 2.5 s seen (both), then 5 s in which the detector finds neither.
+    frames = [[car, walker[i]] for i in range(25)] + [[]] * 50
+    events = _feed(tracker, frames)
+    ended = {e.object.label for e in events if e.type == "end"}
+    assert ended == {"person"}  # the walker left; the car, still for 2.5 s, stays
+    assert tracker.counts() == {"car": 1, "person": 0}
+    assert tracker.update(7.5, 75, [car], source="cloud", seen_labels=EVERYTHING) == []
+    (parked,) = tracker.live.values()
+    assert parked.frames == 26  # the same object, seen again
