@@ -1,5 +1,5 @@
 """The ``camoffload`` command: broker, worker, edge, demo, replay, eval, link, calibrate,
-train, profile, ledger and config."""
+train, profile, ledger, config and dashboard."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from camoffload.bench_commands import add_bench_command, run_bench_command
 from camoffload.broker_commands import add_broker_command, run_broker_command
 from camoffload.calibrate_commands import add_calibrate_command, run_calibrate_command
 from camoffload.config_commands import add_config_command, run_config_command
+from camoffload.dashboard_commands import add_dashboard_command, run_dashboard_command
 from camoffload.eval_commands import add_eval_command, run_eval_command
 from camoffload.ledger_commands import add_ledger_command, run_ledger_command
 from camoffload.link_commands import add_link_command, run_link_command
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_router_command(sub)
     add_ledger_command(sub)
     add_config_command(sub)
+    add_dashboard_command(sub)
     return parser
 
 
@@ -84,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_router_command(args)
         if args.command == "config":
             return run_config_command(args)
+        if args.command == "dashboard":
+            return run_dashboard_command(args)
         return run_runtime_command(args)
     except asyncio.CancelledError:
         logger.warning("aborted")

@@ -79,6 +79,8 @@ class EdgeReporter:
             offload_share=snap.offload_share or 0.0,
             rtt_ms_p50=snap.rtt_ms_p50,
             connected=self._client() is not None,
+            rtt_ms_p95=snap.rtt_ms_p95,
+            bytes_per_s=snap.bytes_per_s,
         ).to_bytes()
 
     async def announce(self, client: aiomqtt.Client) -> None:

@@ -42,7 +42,8 @@ if [[ $dev -eq 1 ]]; then
   # The tests run against a real Mosquitto (never a mock); the models work uses
   # Fashion-MNIST from Debian's package.
   # opencv-doc holds the labelled sample photos the ImageNet-model tests use.
-  apt_install mosquitto dataset-fashion-mnist opencv-doc
+  # chromium (headless) opens the dashboard's page in its browser tests and bench.
+  apt_install mosquitto dataset-fashion-mnist opencv-doc chromium
 fi
 
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python 3.11 or newer (Debian, Ubuntu, Raspberry Pi OS: sudo apt-get install python3 python3-venv)"

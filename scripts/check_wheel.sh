@@ -41,6 +41,8 @@ for needed in pipeline/models/shipped/fmnist_exit_resnet.pt \
   pipeline/models/shipped/detectors/nanodet_coco.onnx \
   pipeline/models/shipped/detectors/nanodet_coco.json \
   camoffload/data/vtest_clip.avi camoffload/eval/suites/seed-study.toml \
+  camoffload/dashboard/static/index.html camoffload/dashboard/static/dashboard.js \
+  camoffload/dashboard/static/vendor/uPlot.iife.min.js camoffload/dashboard/static/vendor/uPlot.LICENSE \
   licenses/LICENSE licenses/THIRD_PARTY_NOTICES.md; do
   grep -q "$needed" <<<"$listing" || { echo "check_wheel: $needed is not in $wheel" >&2; exit 1; }
 done
@@ -73,6 +75,13 @@ load_router(default_router_path("fmnist_exit_resnet"))
 for model in ("fmnist_exit_resnet", "efficientnet_lite2", "nanodet_coco"):
     load_calibration(default_calibration_path(model))
 print(f"check_wheel: loaded {manifest.version} with its router and calibrations")
+# The dashboard's page and its vendored chart library, where the app looks for them.
+from camoffload.dashboard.web import build_app
+from importlib.resources import files
+static = files("camoffload.dashboard") / "static"
+for name in ("index.html", "dashboard.js", "dashboard.css", "vendor/uPlot.iife.min.js"):
+    assert (static / name).is_file(), name
+print("check_wheel: the dashboard's page and assets are installed")
 PY
   cd "$src"
 }

@@ -74,6 +74,9 @@ class EdgeStatus(_wire.WireMessage, frozen=True, kw_only=True):
     offload_share: _wire.Float = written(0.0)  # offloaded / decided
     rtt_ms_p50: _wire.Float | None = None
     connected: bool = written(True)  # False while the edge decides locally, reconnecting
+    # Added after the first release, so optional: an older edge leaves them out.
+    rtt_ms_p95: _wire.Float | None = None
+    bytes_per_s: _wire.Float | None = None
 
     def __post_init__(self) -> None:
         check_id(self.edge_id, "edge_id")
@@ -90,5 +93,7 @@ class EdgeStatus(_wire.WireMessage, frozen=True, kw_only=True):
                 "skipped_fps": self.skipped_fps,
                 "offload_share": self.offload_share,
                 "rtt_ms_p50": self.rtt_ms_p50 or 0.0,
+                "rtt_ms_p95": self.rtt_ms_p95 or 0.0,
+                "bytes_per_s": self.bytes_per_s or 0.0,
             }
         )
