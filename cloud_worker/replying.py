@@ -47,21 +47,32 @@ class ReplyPublisher:
     async def deliver(self, client: aiomqtt.Client, answers: Sequence[Answer]) -> None:
         """Publish answers: the bundleable ones as one bundle per reply target, the rest
         one message each."""
+        for target, data in self._messages(answers):
+            await self._publish(client, target, data)
+
+    def deliver_now(self, client: aiomqtt.Client, answers: Sequence[Answer]) -> None:
+        """:meth:`deliver` from synchronous code (a full receive queue's refusals, from
+        the MQTT client's callback): published in the background at once, without
+        waiting for earlier replies' acknowledgements. Refusals are small."""
+        for target, data in self._messages(answers):
+            self._publish_now(client, target, data)
+
+    def _messages(self, answers: Sequence[Answer]) -> list[tuple[ReplyTarget, bytes]]:
+        self._count([reply for _, reply, _ in answers])
+        out: list[tuple[ReplyTarget, bytes]] = []
         bundles: dict[tuple[str, object], tuple[ReplyTarget, list[bytes]]] = {}
-        bundled_replies: list[Reply] = []
         for target, reply, bundled in answers:
             if not bundled:
-                await self.reply(client, target, reply)
+                out.append((target, reply.to_bytes()))
                 continue
-            bundled_replies.append(reply)
             key = (target.topic, getattr(target.properties, "CorrelationData", None))
             bundles.setdefault(key, (target, []))[1].append(reply.to_bytes())
-        self._count(bundled_replies)
         for target, members in bundles.values():
             for start in range(0, len(members), MAX_BUNDLE_FRAMES):
                 chunk = members[start : start + MAX_BUNDLE_FRAMES]
                 data = chunk[0] if len(chunk) == 1 else ReplyBundle(replies=tuple(chunk)).to_bytes()
-                await self._publish(client, target, data)
+                out.append((target, data))
+        return out
 
     async def flush(self) -> None:
         """Wait until every reply published so far is acknowledged (or failed)."""
@@ -83,6 +94,9 @@ class ReplyPublisher:
     async def _publish(self, client: aiomqtt.Client, target: ReplyTarget, data: bytes) -> None:
         while len(self._sending) >= MAX_UNACKED_REPLIES:
             await asyncio.wait(self._sending, return_when=asyncio.FIRST_COMPLETED)
+        self._publish_now(client, target, data)
+
+    def _publish_now(self, client: aiomqtt.Client, target: ReplyTarget, data: bytes) -> None:
         task = asyncio.create_task(
             client.publish(target.topic, data, qos=self._qos, properties=target.properties)
         )

@@ -33,8 +33,9 @@ from cloud_worker.stages import GOODBYE_TIMEOUT_S, Backlog, BatchStages, refusal
 from cloud_worker.stats import WorkerStats
 from pipeline.config import WorkerConfig
 from pipeline.errors import ProtocolError
-from pipeline.mqtt import payload_bytes
+from pipeline.mqtt import Client, acknowledge, payload_bytes
 from pipeline.protocol import ErrorCode, ErrorReply, FrameRequest, decode_frames
+from pipeline.ratelog import RateLimitedLog
 from pipeline.service import RetainedStatus
 from pipeline.tasks import cancel_and_wait
 from pipeline.topics import ReplyTarget, Topics, reply_target
@@ -60,6 +61,7 @@ class WorkerParts:
     metrics: WorkerMetrics
     status: RetainedStatus
     on_bad_message: Callable[[], None]  # counts malformed messages across sessions
+    refusals: RateLimitedLog  # malformed and unanswerable messages, summarised
 
 
 class WorkerSession:
@@ -68,6 +70,8 @@ class WorkerSession:
         self._cfg = parts.cfg
         self._client = client
         self.draining = False
+        if isinstance(client, Client):
+            client.on_overflow = self.refuse_at_once
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set (then drain) or the connection is lost."""
@@ -108,6 +112,7 @@ class WorkerSession:
         )
 
     async def publish_status(self, *, online: bool = True) -> None:
+        self._parts.refusals.flush_if_due()  # a burst's summary, even once it has ended
         self._parts.metrics.queue_depth.set(self._parts.backlog.waiting())
         await self._parts.status.publish(self._client, online=online)
 
@@ -141,6 +146,7 @@ class WorkerSession:
                     await self._refuse_pending(pending)
                 await self._parts.replies.flush()
                 await self.publish_status(online=False)
+                self._parts.refusals.flush()
                 logger.info("worker %s offline", self._cfg.worker_id)
 
     async def _refuse_pending(self, pending: Pending) -> None:
@@ -155,41 +161,72 @@ class WorkerSession:
     def _bad_message(self, topic: str, exc: ProtocolError) -> ErrorReply:
         self._parts.on_bad_message()
         self._parts.metrics.bad_message()
-        logger.warning(
-            "worker %s: bad message on %s (%s): %s", self._cfg.worker_id, topic, exc.reason, exc
-        )
+        self._parts.refusals.note(f"bad message ({exc.reason})", f"on {topic}: {exc}")
         return self._refusal(ErrorCode.BAD_REQUEST, str(exc), exc.frame_id)
 
     async def _receive(self) -> None:
-        p = self._parts
         async for message in self._client.messages:
-            topic = message.topic.value
-            target = reply_target(p.topics, topic, message.properties)
-            try:
-                arrived = decode_frames(payload_bytes(message))
-            except ProtocolError as exc:
-                refusals = [self._bad_message(topic, exc)]
-                bundled = False
-            else:
-                bundled = arrived.bundled
-                refusals = [self._bad_message(topic, exc) for exc in arrived.errors]
-                for request in arrived.requests:
-                    refused = self._admit(topic, target, request, bundled=bundled)
-                    if refused is not None:
-                        refusals.append(refused)
-            if target is None:
-                if refusals:
-                    logger.warning(
-                        "worker %s: a message on %s has nowhere to reply",
-                        self._cfg.worker_id,
-                        topic,
-                    )
-                for refused in refusals:
-                    p.metrics.error(refused.code)
-                continue
-            await p.replies.deliver(
+            await self._take(message)
+            # Only now, with each request queued, answered or refused, does the broker
+            # hear that this worker has it (pipeline/mqtt.py: manual acknowledgement).
+            acknowledge(self._client, message)
+
+    async def _take(self, message: aiomqtt.Message) -> None:
+        """Queue each request of ``message`` or refuse it, and send the refusals."""
+        target, requests, refusals, bundled = self._open(message)
+        for request in requests:
+            refused = self._admit(message.topic.value, target, request, bundled=bundled)
+            if refused is not None:
+                refusals.append(refused)
+        if self._answerable(message, target, refusals):
+            assert target is not None
+            await self._parts.replies.deliver(
                 self._client, [(target, refused, bundled) for refused in refusals]
             )
+
+    def refuse_at_once(self, message: aiomqtt.Message) -> None:
+        """The client's incoming queue is full (a burst the receive loop is behind on):
+        refuse ``message`` now, from the client's callback, with ``busy``. Its sender
+        learns at once, and the broker hears it was taken care of only after that."""
+        target, requests, refusals, bundled = self._open(message)
+        refusals += [
+            self._refusal(ErrorCode.BUSY, "worker overloaded: receive queue full", r.frame_id)
+            for r in requests
+        ]
+        if requests:
+            self._parts.refusals.note("busy: receive queue full", f"on {message.topic.value}")
+        if self._answerable(message, target, refusals):
+            assert target is not None
+            self._parts.replies.deliver_now(
+                self._client, [(target, refused, bundled) for refused in refusals]
+            )
+
+    def _open(
+        self, message: aiomqtt.Message
+    ) -> tuple[ReplyTarget | None, list[FrameRequest], list[ErrorReply], bool]:
+        """Where to reply, the requests a message holds, refusals for what is malformed
+        in it, and whether it was a bundle."""
+        topic = message.topic.value
+        target = reply_target(self._parts.topics, topic, message.properties)
+        try:
+            arrived = decode_frames(payload_bytes(message))
+        except ProtocolError as exc:
+            return target, [], [self._bad_message(topic, exc)], False
+        refusals = [self._bad_message(topic, exc) for exc in arrived.errors]
+        return target, list(arrived.requests), refusals, arrived.bundled
+
+    def _answerable(
+        self, message: aiomqtt.Message, target: ReplyTarget | None, refusals: list[ErrorReply]
+    ) -> bool:
+        """Whether the refusals can be sent; counted where they cannot."""
+        if target is not None:
+            return bool(refusals)
+        if refusals:
+            where = f"a message on {message.topic.value}"
+            self._parts.refusals.note("refused with nowhere to reply", where)
+        for refused in refusals:
+            self._parts.metrics.error(refused.code)
+        return False
 
     def _admit(
         self, topic: str, target: ReplyTarget | None, request: FrameRequest, *, bundled: bool

@@ -47,6 +47,7 @@ from pipeline.inference import Classifier
 from pipeline.looplag import watch_loop_lag
 from pipeline.mqtt import DEFAULT_INCOMING_QUEUE
 from pipeline.protocol import WorkerStatus
+from pipeline.ratelog import RateLimitedLog
 from pipeline.service import BrokerLink, RetainedStatus
 from pipeline.tasks import cancel_and_wait
 
@@ -74,6 +75,7 @@ class CloudWorker:
             interval_s=self._cfg.status_interval_s,
         )
         self.bad_messages = 0  # messages refused as malformed, over every connection
+        self._refusals = RateLimitedLog(logger, f"worker {self.worker_id}")
         self.metrics_port: int | None = None  # bound port once the endpoint is up
 
     @property
@@ -113,6 +115,7 @@ class CloudWorker:
             metrics=self.metrics,
             status=self._status,
             on_bad_message=self._count_bad_message,
+            refusals=self._refusals,
         )
         stop = stop or asyncio.Event()
         link = BrokerLink(
@@ -120,8 +123,11 @@ class CloudWorker:
             client_id=self.worker_id,
             what=f"worker {self.worker_id}",
             will=self._status.will,
-            # A burst from many edges lands here before the session can answer 'busy';
-            # frames aiomqtt drops are lost silently (the edge falls back at its deadline).
+            # Acknowledged only once queued, answered or refused (the session's receive
+            # loop). A burst beyond the client's queue is refused with 'busy' at once,
+            # from the client's callback, never dropped (pipeline/mqtt.py).
+            manual_ack=True,
+            receive_maximum=self._cfg.receive_maximum,
             max_queued_incoming=max(DEFAULT_INCOMING_QUEUE, 4 * self._cfg.max_queue),
         )
 

@@ -4,6 +4,13 @@ Every client gets TCP_NODELAY (paho and aiomqtt leave Nagle on, which costs ~90 
 request/reply on loopback when it meets delayed ACKs), a bounded incoming queue
 (aiomqtt's is unbounded by default), TLS and credentials from the config, and a PUBLISH
 decoder that copies a payload once instead of ~7 times (:mod:`pipeline.paho_publish`).
+
+A service that must not lose what it was sent (the worker) asks for *manual
+acknowledgement*: paho then sends a QoS 1 message's PUBACK only when the service calls
+:func:`acknowledge`, after it has queued, answered or refused the message, and the
+client stops reading its socket while too many wait (:class:`Client`). What the broker
+cannot hold beyond its own queue limit it drops and counts in ``$SYS``, where an
+operator sees it, instead of the client dropping it after saying it had it.
 """
 
 from __future__ import annotations
@@ -11,17 +18,24 @@ from __future__ import annotations
 import logging
 import random
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
 from aiomqtt import ProtocolVersion, TLSParameters, Will
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from pipeline import paho_publish
 from pipeline.config import BrokerConfig
 from pipeline.errors import ProtocolError
+from pipeline.ratelog import RateLimitedLog
 
 __all__ = [
     "DEFAULT_INCOMING_QUEUE",
+    "Client",
+    "acknowledge",
     "backoff_delays",
     "make_client",
     "payload_bytes",
@@ -36,8 +50,61 @@ reads a burst from the socket in one go, before the draining coroutine runs, so 
 component sizes it to the bursts it expects (the worker: 4x its own queue)."""
 
 
-PENDING_PUBLISH_WARNING = 4096
-"""Unacknowledged publishes past which aiomqtt logs a warning (its default is 10)."""
+PENDING_PUBLISH_WARNING = 65536
+"""Unacknowledged publishes past which aiomqtt logs a warning, once per publish (its
+default is 10). A worker refusing a burst has one small reply in flight per refused
+request (tests/test_worker_burst.py: ~5,000 for 20,000 requests); the warning would
+turn each into a log line."""
+
+
+class Client(aiomqtt.Client):
+    """aiomqtt's client, with manual acknowledgement when asked for.
+
+    With ``manual_ack`` nothing is acknowledged before :meth:`acknowledge`. When the
+    incoming queue is full, a message is handed to ``on_overflow`` at once (the worker
+    refuses it with ``busy`` there, so the receive path never falls behind) and then
+    acknowledged: it is answered, not dropped. A broker's in-flight limit (MQTT 5's
+    Receive Maximum) would keep the queue from filling at all, but Mosquitto 2.0.11
+    (Debian 12, Raspberry Pi OS) exceeds it once acknowledgements flow.
+
+    Without ``on_overflow`` (edges, the dashboard), a full queue discards the message,
+    counted in ``discarded`` and summarised in the log rather than a line each."""
+
+    def __init__(self, *args: Any, manual_ack: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.manual_ack = manual_ack
+        self._client.manual_ack_set(manual_ack)
+        self.on_overflow: Callable[[aiomqtt.Message], None] | None = None
+        self.overflowed = 0  # handed to on_overflow
+        self.discarded = 0  # dropped: must stay 0 where messages matter
+        self._discards = RateLimitedLog(logger, f"mqtt client {self.identifier}")
+
+    # aiomqtt's private hook, the one place a message enters its queue (the same in
+    # aiomqtt 2.3 to 2.5): here without its warning per discarded message.
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        received = aiomqtt.Message._from_paho_message(message)
+        if not self._queue.full():
+            self._queue.put_nowait(received)  # the loop's one thread: no race to full
+            return
+        if self.on_overflow is None:
+            self.discarded += 1
+            self._discards.note("incoming queue full: message discarded")
+            return
+        self.overflowed += 1
+        try:
+            self.on_overflow(received)
+        finally:
+            self.acknowledge(received)
+
+    def acknowledge(self, message: aiomqtt.Message) -> None:
+        if self.manual_ack and message.qos > 0:
+            self._client.ack(message.mid, message.qos)
+
+
+def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Tell the broker ``message`` is taken care of (a no-op without manual acks)."""
+    if isinstance(client, Client):
+        client.acknowledge(message)
 
 
 def make_client(
@@ -46,27 +113,38 @@ def make_client(
     client_id: str,
     will: Will | None = None,
     max_queued_incoming: int = DEFAULT_INCOMING_QUEUE,
-) -> aiomqtt.Client:
-    """An aiomqtt client for ``broker``; call from inside the running event loop."""
+    manual_ack: bool = False,
+    receive_maximum: int | None = None,
+) -> Client:
+    """A client for ``broker``; call from inside the running event loop. With
+    ``manual_ack``, call :func:`acknowledge` for each message; ``receive_maximum`` (MQTT
+    5) bounds how many the broker sends unacknowledged."""
     paho_publish.install()
     tls_params = None
     if broker.tls:
         tls_params = TLSParameters(
             ca_certs=broker.ca_file, certfile=broker.cert_file, keyfile=broker.key_file
         )
-    client = aiomqtt.Client(
+    v5 = broker.protocol == "5"
+    properties = None
+    if v5 and receive_maximum is not None:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.ReceiveMaximum = receive_maximum
+    client = Client(
         broker.host,
         broker.port,
         identifier=client_id,
         username=broker.user,
         password=broker.read_password(),
-        protocol=ProtocolVersion.V5 if broker.protocol == "5" else ProtocolVersion.V311,
+        protocol=ProtocolVersion.V5 if v5 else ProtocolVersion.V311,
         keepalive=broker.keepalive_s,
         will=will,
         tls_params=tls_params,
         max_queued_incoming_messages=max_queued_incoming,
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         timeout=10,
+        properties=properties,
+        manual_ack=manual_ack,
     )
     # aiomqtt warns on every publish past 10 unacknowledged ones. Our components bound
     # their own (an edge's frames in flight, a worker's background replies), so the

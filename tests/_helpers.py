@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiomqtt
 import numpy as np
@@ -118,3 +118,10 @@ class LoopLag:
         if self._task is not None:
             await self._task
         return max(self.lags) * 1000
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 30) -> None:
+    """Wait until ``check()`` holds, polling: for counters that have no event to await."""
+    async with asyncio.timeout(timeout_s):
+        while not check():  # noqa: ASYNC110 - polling a plain counter is the point
+            await asyncio.sleep(0.01)

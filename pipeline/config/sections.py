@@ -206,6 +206,11 @@ class WorkerConfig:
     max_batch: PositiveInt = 32
     max_wait_ms: NonNegative = 0.0
     max_queue: PositiveInt = 256
+    # Messages the broker may send this worker before it acknowledges them (MQTT 5's
+    # Receive Maximum; on MQTT 3.1.1 the broker's own max_inflight_messages rules). A
+    # message is acknowledged once queued, answered or refused; the rest wait at the
+    # broker, never in a client queue that could drop them (docs/worker.md).
+    receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 64
     status_interval_s: Positive = 1.0
     half: bool = False  # float16 inference (CUDA only)
     # Serve the model as a frozen TorchScript graph (pipeline/frozen.py): BatchNorm

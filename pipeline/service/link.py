@@ -50,6 +50,8 @@ class BrokerLink:
         what: str,
         will: Callable[[], Will] | None = None,
         max_queued_incoming: int = DEFAULT_INCOMING_QUEUE,
+        manual_ack: bool = False,
+        receive_maximum: int | None = None,
         on_lost: Callable[[str], None] | None = None,
     ) -> None:
         self._broker = broker
@@ -57,6 +59,8 @@ class BrokerLink:
         self._what = what
         self._will = will
         self._max_queued_incoming = max_queued_incoming
+        self._manual_ack = manual_ack
+        self._receive_maximum = receive_maximum
         self._on_lost = on_lost
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
@@ -80,6 +84,8 @@ class BrokerLink:
                 client_id=self._client_id,
                 will=None if self._will is None else self._will(),
                 max_queued_incoming=self._max_queued_incoming,
+                manual_ack=self._manual_ack,
+                receive_maximum=self._receive_maximum,
             )
             try:
                 await client.__aenter__()
