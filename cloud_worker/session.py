@@ -32,7 +32,7 @@ from cloud_worker.replying import ReplyPublisher
 from cloud_worker.stages import GOODBYE_TIMEOUT_S, Backlog, BatchStages, refusal
 from cloud_worker.stats import WorkerStats
 from pipeline.config import WorkerConfig
-from pipeline.errors import ProtocolError
+from pipeline.errors import ProtocolError, TransportError
 from pipeline.mqtt import Client, acknowledge, payload_bytes
 from pipeline.protocol import ErrorCode, ErrorReply, FrameRequest, decode_frames
 from pipeline.ratelog import RateLimitedLog
@@ -93,8 +93,15 @@ class WorkerSession:
             await cancel_and_wait([stopping, *tasks])
             for task in tasks:
                 if not task.cancelled() and (failure := task.exception()) is not None:
-                    logger.error(
-                        "worker %s: %s failed: %r", self._cfg.worker_id, task.get_name(), failure
+                    # A lost connection is the link's to report (and reconnect); anything
+                    # else is a bug worth a loud line.
+                    lost = isinstance(failure, aiomqtt.MqttError | TransportError)
+                    logger.log(
+                        logging.DEBUG if lost else logging.ERROR,
+                        "worker %s: %s failed: %r",
+                        self._cfg.worker_id,
+                        task.get_name(),
+                        failure,
                     )
 
     def _stages(self) -> BatchStages:

@@ -6,18 +6,16 @@ The node is wiring. Its parts, each with one job::
                here, or a plan to offload (edge_node.triage; no MQTT)
     offload    a plan -> request -> publish -> the answer within the deadline, or the
                local fallback (edge_node.offload)
-    recorder   a decision -> ledger, stats, metrics, events topic (edge_node.recorder)
+    recorder   a decision -> ledger (kept through a full disk: edge_node.ledger_keeper),
+               stats, metrics, events topic (edge_node.recorder)
     reporter   retained status with a last will, console line, metrics, Home
                Assistant (edge_node.reporting)
     link       connect, subscribe, route replies and worker status; on a lost
                connection fail the frames in flight over to local decisions and
                reconnect (pipeline.service.BrokerLink), while capture goes on
 
-Every captured frame ends in exactly one ledger decision (see ``pipeline.protocol.
-Decision``): ``skipped`` (no motion), ``local`` (the policy kept it, or offloading was
-held back: workers busy, broker unreachable, in-flight limit), ``cloud``, one of the
-``local-after-*`` fallbacks (carrying the local model's answer), or ``dropped`` (a live
-source outran a node with no local model).
+Every captured frame ends in exactly one ledger decision (``pipeline.protocol.Decision``:
+skipped, local, cloud, a local-after-* fallback, or dropped).
 """
 
 from __future__ import annotations
@@ -35,6 +33,7 @@ from edge_node.backpressure import OffloadGovernor
 from edge_node.controls import EdgeControls
 from edge_node.estimators import LinkEstimator, WorkerLoad
 from edge_node.ledger import Ledger, LedgerSummary
+from edge_node.ledger_keeper import LedgerKeeper
 from edge_node.live import DroppedFrame, LatestFrameReader, next_or_stop
 from edge_node.local_model import LocalModel
 from edge_node.metrics import EdgeMetrics
@@ -121,10 +120,11 @@ class EdgeNode:
             client=self._client,
         )
         self.controls = EdgeControls(cfg, topics, self._triage, on_labels=self._watch)
+        self._keeper = LedgerKeeper(ledger)
         self._recorder = Recorder(
             edge_id=self.edge_id,
             run_token=secrets.token_hex(4),  # frame ids stay unique across restarts
-            ledger=ledger,
+            ledger=self._keeper,
             stats=self.stats,
             metrics=self.metrics,
             events_topic=topics.events(self.edge_id),
@@ -133,7 +133,7 @@ class EdgeNode:
         )
         self._reporter = EdgeReporter(
             config,
-            ledger=ledger,
+            ledger=self._keeper,
             stats=self.stats,
             metrics=self.metrics,
             in_flight=self._replies.__len__,
@@ -216,6 +216,7 @@ class EdgeNode:
             await self.sender.close()
             await cancel_and_wait([link, lag])
             await asyncio.to_thread(self.metrics.close)
+            self._keeper.finish()
         return self.ledger.summary()
 
     async def _watch(self, labels: frozenset[str]) -> None:

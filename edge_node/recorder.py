@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import aiomqtt
 
-from edge_node.ledger import Ledger
+from edge_node.ledger_keeper import LedgerKeeper
 from edge_node.local_model import LocalOutput
 from edge_node.metrics import EdgeMetrics
 from edge_node.objects import ObjectWatcher
@@ -29,7 +29,7 @@ class Recorder:
         *,
         edge_id: str,
         run_token: str,
-        ledger: Ledger,
+        ledger: LedgerKeeper,
         stats: EdgeStats,
         metrics: EdgeMetrics,
         events_topic: str,

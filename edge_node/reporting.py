@@ -13,7 +13,7 @@ import aiomqtt
 
 from edge_node.homeassistant import discovery_messages, ha_state_topic, state_payload
 from edge_node.homeassistant_objects import object_discovery, object_removal
-from edge_node.ledger import Ledger
+from edge_node.ledger_keeper import LedgerKeeper
 from edge_node.metrics import EdgeMetrics
 from edge_node.stats import EdgeStats, EdgeStatsSnapshot, format_status_line
 from edge_node.tracker import watched_labels
@@ -31,7 +31,7 @@ class EdgeReporter:
         self,
         config: Config,
         *,
-        ledger: Ledger,
+        ledger: LedgerKeeper,
         stats: EdgeStats,
         metrics: EdgeMetrics,
         in_flight: Callable[[], int],

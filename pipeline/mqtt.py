@@ -19,6 +19,7 @@ import logging
 import random
 import socket
 from collections.abc import Callable, Iterator
+from types import TracebackType
 from typing import Any
 
 import aiomqtt
@@ -99,6 +100,22 @@ class Client(aiomqtt.Client):
     def acknowledge(self, message: aiomqtt.Message) -> None:
         if self.manual_ack and message.qos > 0:
             self._client.ack(message.mid, message.qos)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await super().__aexit__(exc_type, exc, tb)
+        finally:
+            # A broker that went away first left aiomqtt's "disconnected" future holding
+            # its error, which aiomqtt's exit does not read: asyncio would print
+            # "Future exception was never retrieved" at shutdown. It is read here.
+            ended = self._disconnected
+            if ended.done() and not ended.cancelled() and (why := ended.exception()):
+                logger.debug("mqtt client %s: the connection had ended: %s", self.identifier, why)
 
 
 def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:

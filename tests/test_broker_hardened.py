@@ -47,7 +47,7 @@ from broker import (
     load_key_pair,
     verify_password,
 )
-from broker.hardened import HardenedFiles
+from broker.hardened import HARDENED_MAX_PACKET_BYTES, HardenedFiles
 from camoffload.cli import main as cli_main
 from edge_node import EdgeNode, ImageFolderSource, Ledger
 from pipeline.config import BrokerConfig, Config, load_config
@@ -709,3 +709,25 @@ def test_cli_init_then_run_the_hardened_broker(
 def test_hardened_broker_needs_a_provisioned_folder(tmp_path: Path) -> None:
     with pytest.raises(BrokerError, match="broker init"):
         hardened_broker(tmp_path)
+
+
+def test_a_packet_over_the_hardened_limit_disconnects_its_sender_only(hardened: Hardened) -> None:
+    """``max_packet_size`` (16 MiB) bounds what one client can make the broker buffer:
+    a bigger PUBLISH ends that client's connection, and nobody else notices."""
+    t = hardened.topics
+
+    async def oversize() -> None:
+        async with connect(hardened, "camA", client_id="camA-huge") as a:
+            async with asyncio.timeout(60):
+                await a.publish(t.frames("camA"), bytes(HARDENED_MAX_PACKET_BYTES + 1024), qos=1)
+
+    async def others() -> list[aiomqtt.Message]:
+        async with connect(hardened, "worker1") as w, connect(hardened, "camB") as b:
+            await w.subscribe(t.frames_filter, qos=1)
+            await b.publish(t.frames("camB"), b"still-served", qos=1)
+            return await until(w, b"still-served")
+
+    with pytest.raises(aiomqtt.MqttError):
+        asyncio.run(oversize())
+    got = asyncio.run(others())
+    assert [(m.topic.value, m.payload) for m in got] == [(t.frames("camB"), b"still-served")]

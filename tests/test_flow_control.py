@@ -4,12 +4,15 @@ path through a real Mosquitto, and refusals logged as summaries."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import gc
 import logging
 
 import aiomqtt
 import pytest
 
-from broker import BrokerInfo
+from broker import BrokerInfo, mosquitto_broker
 from pipeline.config import Config
 from pipeline.mqtt import acknowledge, make_client
 from pipeline.ratelog import RateLimitedLog
@@ -90,3 +93,32 @@ def test_refusals_are_logged_once_per_reason_then_summarised(
     caplog.clear()
     log.flush()  # nothing new: no line
     assert caplog.records == []
+
+
+def test_a_broker_gone_first_leaves_no_unretrieved_future(
+    config: Config, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker goes away, then the client is closed: aiomqtt's future holding the
+    disconnection error is read, so asyncio has nothing to complain about at exit."""
+
+    async def scenario() -> None:
+        broker = mosquitto_broker(port=0)
+        broker.start()
+        try:
+            cfg = dataclasses.replace(
+                config, broker=dataclasses.replace(config.broker, url=broker.info.url)
+            )
+            client = make_client(cfg.broker, client_id=f"{prefix}-gone")
+            await client.__aenter__()
+            broker.stop()
+            await eventually(lambda: client._disconnected.done())
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+        finally:
+            broker.stop()
+        gc.collect()  # an unretrieved future's complaint comes when it is collected
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(scenario())
+        gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

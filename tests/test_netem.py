@@ -198,6 +198,9 @@ def test_presets_cover_the_compared_rates_and_round_trip() -> None:
         ("outage=1s+0s", "outage", "duration must be > 0"),
         ("outage=1s+5s,outage=2s+1s", "outage", "overlap"),
         ("outage_mode=drop", "outage_mode", "stall or reset"),
+        ("loss=lots", "loss", "not 2% or 0.02"),
+        ("loss=100%", "loss", r"in \[0, 1\)"),
+        ("loss=1%,up_loss=2%", "loss", "not both"),
     ],
 )
 def test_parse_errors_say_what_is_wrong(text: str, key: str | None, match: str) -> None:
@@ -220,6 +223,32 @@ def test_direct_construction_is_validated() -> None:
 
 
 # -- the link model, measured ---------------------------------------------------------
+
+
+def test_loss_stalls_a_round_trip_by_a_retransmission_timeout() -> None:
+    """A lost chunk is late by TCP's retransmission timeout (200 ms, doubling): on a
+    lossy link some round trips take 200 ms or more, and none take an odd time between
+    the link's own delay and that."""
+
+    async def scenario() -> None:
+        async with _Upstream(echo=True) as echo:
+            profile = LinkProfile.parse("delay=2ms,loss=20%")
+            assert profile.spec() == "delay=2ms,loss=20%"
+            async with (
+                ShapingProxy(("127.0.0.1", echo.port), profile, seed=3) as proxy,
+                _connected(proxy.port) as streams,
+            ):
+                times = await _pings(streams, 40)
+        stalled = [t for t in times if t >= 0.2]
+        logger.info(
+            "loss: %d of %d round trips stalled, longest %.2f s", len(stalled), 40, max(times)
+        )
+        # 40 round trips cross the link twice each at 20% loss: about 14 stall.
+        assert 4 <= len(stalled) <= 30, sorted(times)
+        assert all(t < 0.1 or t >= 0.2 for t in times), sorted(times)
+        assert max(times) <= 2 * 3.2 + 0.5
+
+    _run(scenario)
 
 
 def test_one_way_delay_each_way_adds_up_to_the_rtt() -> None:

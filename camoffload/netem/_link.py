@@ -27,6 +27,10 @@ CHUNK_TIME_S = 0.01
 time): delays are applied per chunk, and a chunk arrives whole, so this bounds how far
 its first byte is late compared to a real link."""
 
+# Linux TCP's minimum retransmission timeout, and where the emulation stops doubling it.
+RTO_MIN_S = 0.2
+RTO_MAX_S = 3.2
+
 MAX_IN_FLIGHT = 16 * 1024 * 1024
 """Cap on the bytes a pipe may hold in propagation (rate x delay) besides its queue."""
 
@@ -118,7 +122,17 @@ class Link:
         if rate is not None:
             start = max(start, self._busy_until) + nbytes * 8 / rate
             self._busy_until = start
-        return start + self.one_way()
+        return start + self.one_way() + self.retransmission()
+
+    def retransmission(self) -> float:
+        """How late loss makes a chunk: 0, or TCP's retransmission timeout (200 ms,
+        doubled for each retransmission lost in turn, at most 3.2 s). The pipe keeps
+        order, so what follows waits too: head-of-line blocking, as on TCP."""
+        late, timeout = 0.0, RTO_MIN_S
+        while self.params.loss and self._rng.random() < self.params.loss and late < RTO_MAX_S:
+            late += timeout
+            timeout *= 2
+        return min(late, RTO_MAX_S)
 
 
 class Pipe:

@@ -23,6 +23,12 @@ Keys (comma separated, each at most once, ``outage`` repeatable):
                          uniformly from ``[delay - jitter, delay + jitter]``
 ``up_jitter`` /          one direction's jitter
 ``down_jitter``
+``loss``                 packet loss, both directions: ``2%`` or ``0.02``. TCP hides loss
+                         as a retransmission stall: a lost chunk, and everything behind
+                         it, arrives one retransmission timeout late (200 ms, doubling
+                         while the retransmission is lost too, at most 3.2 s)
+``up_loss`` /            one direction's loss
+``down_loss``
 ``outage``               ``START+DURATION`` after the proxy starts: ``10s+5s``
 ``outage_mode``          ``stall`` (default): bytes are held until the outage ends, as when
                          a cable is pulled while TCP retransmits; ``reset``: every
@@ -67,8 +73,11 @@ class LinkDirection:
     rate_bps: float | None = None
     delay_s: float = 0.0
     jitter_s: float = 0.0
+    loss: float = 0.0  # the chance a chunk is lost and must be retransmitted
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.loss) and 0 <= self.loss < 1):
+            raise ConfigError(f"loss must be in [0, 1), got {self.loss!r}", key="loss")
         if self.rate_bps is not None and not (
             math.isfinite(self.rate_bps) and self.rate_bps >= MIN_RATE_BPS
         ):
@@ -182,13 +191,14 @@ class LinkProfile:
         for key, a, b in (
             ("delay", up.delay_s, down.delay_s),
             ("jitter", up.jitter_s, down.jitter_s),
+            ("loss", up.loss, down.loss),
         ):
             if a == b:
                 if a:
-                    parts.append(f"{key}={fmt_time(a)}")
+                    parts.append(f"{key}={_fmt(key, a)}")
             else:
-                parts.append(f"up_{key}={fmt_time(a)}")
-                parts.append(f"down_{key}={fmt_time(b)}")
+                parts.append(f"up_{key}={_fmt(key, a)}")
+                parts.append(f"down_{key}={_fmt(key, b)}")
         parts.extend(f"outage={_fmt_outage(o)}" for o in self.outages)
         if self.outage_mode != "stall":
             parts.append(f"outage_mode={self.outage_mode}")
@@ -202,7 +212,8 @@ class LinkProfile:
             delay = fmt_time(d.delay_s, space=True)
             if d.jitter_s:
                 delay += f" ±{fmt_time(d.jitter_s, space=True)}"
-            return f"{rate}, {delay}"
+            loss = f", {d.loss:.1%} loss" if d.loss else ""
+            return f"{rate}, {delay}{loss}"
 
         text = (
             f"up {one(self.uplink)}; down {one(self.downlink)}; "
@@ -237,6 +248,7 @@ def _apply(base: LinkProfile, items: list[str]) -> LinkProfile:
         ("delay", ("up_delay", "down_delay", "rtt")),
         ("rtt", ("up_delay", "down_delay")),
         ("jitter", ("up_jitter", "down_jitter")),
+        ("loss", ("up_loss", "down_loss")),
     ):
         both = [k for k in narrow if k in seen]
         if wide in seen and both:
@@ -257,6 +269,9 @@ def _apply(base: LinkProfile, items: list[str]) -> LinkProfile:
         elif key.endswith("jitter"):
             for d in _sides(key, up, down):
                 d["jitter_s"] = parse_time(value, key)
+        elif key.endswith("loss"):
+            for d in _sides(key, up, down):
+                d["loss"] = _parse_loss(value, key)
     mode = seen.get("outage_mode", base.outage_mode).lower()
     if mode not in get_args(OutageMode):
         raise ConfigError(f"outage_mode must be stall or reset, got {mode!r}", key="outage_mode")
@@ -270,8 +285,24 @@ def _apply(base: LinkProfile, items: list[str]) -> LinkProfile:
 
 _KEYS = (
     "rate", "up", "down", "delay", "rtt", "up_delay", "down_delay",
-    "jitter", "up_jitter", "down_jitter", "outage", "outage_mode",
+    "jitter", "up_jitter", "down_jitter", "loss", "up_loss", "down_loss",
+    "outage", "outage_mode",
 )  # fmt: skip
+
+
+def _parse_loss(value: str, key: str) -> float:
+    text = value.strip()
+    try:
+        loss = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ConfigError(f"link profile: {key}={value!r} is not 2% or 0.02", key=key) from None
+    if not (math.isfinite(loss) and 0 <= loss < 1):
+        raise ConfigError(f"link profile: {key} must be in [0, 1), got {value!r}", key=key)
+    return loss
+
+
+def _fmt(key: str, value: float) -> str:
+    return f"{value * 100:g}%" if key == "loss" else fmt_time(value)
 
 
 def _sides(key: str, up: dict[str, object], down: dict[str, object]) -> list[dict[str, object]]:
