@@ -72,6 +72,11 @@ def test_a_lossy_link_every_frame_decided_once(fault_config: Config, tmp_path: P
     with own_broker() as broker:
         rows = asyncio.run(scenario(broker.info.url))
     counts = _decisions(rows)
+    rtts = sorted(r.rtt_ms for r in rows if r.rtt_ms is not None)
+    stalled = sum(rtt >= 200 for rtt in rtts)
+    p50, p95 = rtts[len(rtts) // 2], rtts[int(len(rtts) * 0.95)]
+    print(f"lossy link: rtt p50 {p50:.0f} ms, p95 {p95:.0f} ms; {stalled} of {len(rtts)} >= 200 ms")
+    assert stalled > 0  # the loss showed
     # Most frames are answered in time; some wait out a stall past their deadline.
     assert counts["cloud"] >= len(rows) // 2, counts
     assert set(counts) <= {"cloud", "local-after-timeout", "local"}, counts
