@@ -51,7 +51,11 @@ def _payloads(text: str) -> tuple[PayloadKind, ...]:
 
 def add_bench_options(p: argparse.ArgumentParser) -> None:
     """The options shared by ``camoffload bench`` and ``bench/pipeline_bench.py``."""
-    p.add_argument("--model", help="registry model (default fmnist_exit_resnet)")
+    p.add_argument(
+        "--model",
+        help="registry model (default fmnist_exit_resnet); null: a free model, for the "
+        "transport ceiling (CEILING lines last)",
+    )
     p.add_argument("--payloads", type=_payloads, help=f"some of {','.join(PAYLOADS)}")
     p.add_argument("--workers", type=_ints, help="worker counts to run (default 1,2)")
     p.add_argument("--frames", type=int, help="frames per saturated run")

@@ -105,3 +105,31 @@ def test_a_tiny_bench_answers_every_frame_and_ends_with_its_ratios() -> None:
     assert all(line.split("|")[9].strip() == "0" for line in rows), rows
     top1 = [float(line.split("|")[10].strip().rstrip("%")) for line in rows]
     assert np.min(top1) > 85.0
+
+
+def test_the_free_model_ends_the_report_with_its_transport_ceilings() -> None:
+    report = _report()
+    bundled = LoadResult(frames=1000, elapsed_s=0.5, latencies_ms=[1.0] * 1000)
+    single = LoadResult(frames=1000, elapsed_s=2.0, latencies_ms=[1.0] * 1000)
+    report.saturated = [
+        Measured(2, bundled, {"edge": 0.05, "broker": 0.01, "worker-1": 0.1, "worker-2": 0.1})
+    ]
+    report.unbundled = [Measured(2, single, {"edge": 0.4, "broker": 0.08, "worker-1": 0.8})]
+    text = format_report(BenchSettings(model="null"), [report])
+    assert text.strip().splitlines()[-2:] == [
+        "CEILING jpeg bundled frames/s=2000 worker_us=200 workers=2",
+        "CEILING jpeg single frames/s=500 worker_us=800 workers=2",
+    ]
+    # Any other model's report ends with its ratios, as before.
+    assert "CEILING" not in format_report(BenchSettings(), [report])
+
+
+def test_the_free_model_reads_its_input_and_answers_one_label() -> None:
+    from pipeline.inference import Classifier
+    from pipeline.models import available_models
+
+    assert "null" in available_models()
+    null = Classifier.by_name("null", "cpu")
+    images = [np.full((28, 28), v, np.uint8) for v in (0, 128, 255)]
+    assert [p.label for p in null.predict(images)] == [0, 0, 0]
+    assert null.network is None  # nothing to split: the bench skips split payloads

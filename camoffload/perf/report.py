@@ -10,7 +10,7 @@ import torch
 
 from camoffload.perf.run import BenchSettings, Measured, PayloadReport, Row, median
 
-__all__ = ["format_report", "ratios"]
+__all__ = ["ceilings", "format_report", "ratios"]
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -149,4 +149,25 @@ def format_report(settings: BenchSettings, reports: list[PayloadReport]) -> str:
     for report in reports:
         values = " ".join(f"{name}={value:.2f}" for name, value in ratios(report).items())
         lines.append(f"RATIO {report.kind} {values}")
+    if settings.model == "null":
+        lines += ceilings(reports)
     return "\n".join(lines)
+
+
+def ceilings(reports: list[PayloadReport]) -> list[str]:
+    """With the free model: the transport ceiling, one line per payload and path, the
+    best saturated frames/s and the worker processes' CPU per frame there."""
+    lines = []
+    for report in reports:
+        for path, runs in (("bundled", report.saturated), ("single", report.unbundled)):
+            best = max(runs, key=lambda m: m.result.fps, default=None)
+            if best is None:
+                continue
+            frames = best.result.frames
+            worker_s = sum(s for name, s in best.cpu_s.items() if name not in ("edge", "broker"))
+            worker_us = f"{worker_s * 1e6 / frames:.0f}" if best.cpu_s else "n/a"
+            lines.append(
+                f"CEILING {report.kind} {path} frames/s={best.result.fps:.0f} "
+                f"worker_us={worker_us} workers={best.workers}"
+            )
+    return lines

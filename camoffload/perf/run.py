@@ -221,9 +221,14 @@ async def run_bench(
 ) -> list[PayloadReport]:
     """Measure every contender for every payload kind; rows in the order measured."""
     classifier = await asyncio.to_thread(Classifier.by_name, settings.model, "cpu")
+    kinds = settings.payloads
+    if classifier.network is None:  # no early-exit network: nothing to split
+        kinds = tuple(k for k in kinds if not k.startswith("split"))
+        for kind in sorted(set(settings.payloads) - set(kinds)):
+            progress(f"{kind}: skipped, {settings.model} has no split points")
     workloads = {
         kind: await asyncio.to_thread(make_workload, kind, classifier, settings.frames)
-        for kind in settings.payloads
+        for kind in kinds
     }
     reports = {
         kind: PayloadReport(kind, w.payload_bytes, _encode_costs(w, classifier))
@@ -235,7 +240,7 @@ async def run_bench(
     # collection (100-210 ms logged in this process) does not stall the loop mid-run.
     freeze_heap()
     if settings.http:
-        for kind in settings.payloads:
+        for kind in kinds:
             progress(f"{kind}: the HTTP baseline")
             await _http_rows(settings, workloads[kind], reports[kind])
     with bench_broker() as (url, broker_pid):

@@ -24,6 +24,7 @@ from pipeline.models.imagenet import (
     build_efficientnet_lite,
     imagenet_labels,
 )
+from pipeline.models.null_model import NULL_CLASSES, NullNet
 from pipeline.models.weights import default_models_dir, load_early_exit, read_manifest
 
 __all__ = ["ModelSpec", "available_models", "get_model_spec"]
@@ -101,7 +102,23 @@ _EFFICIENTNET_LITE_FILE_HASH = {0: "57934424", 1: "77cc7160", 2: "9656183e"}
 # manifest found in the models folder is served too, under its file stem.
 SHIPPED_MODELS = ("fmnist_exit_resnet",)
 
+
+def _null() -> ModelSpec:
+    """The benchmark's free model (pipeline/models/null_model.py): not for serving."""
+    return ModelSpec(
+        name="null",
+        version="bench-null-1",
+        input_size=(28, 28),
+        mean=(0.5,),
+        std=(0.5,),
+        labels=tuple(f"class-{i}" for i in range(NULL_CLASSES)),
+        build=lambda: NullNet().eval(),
+        metadata={"benchmark_only": True},
+    )
+
+
 _BUILTIN: dict[str, Callable[[], ModelSpec]] = {
+    "null": _null,
     "efficientnet_lite0": lambda: _efficientnet_lite(0),
     "efficientnet_lite1": lambda: _efficientnet_lite(1),
     "efficientnet_lite2": lambda: _efficientnet_lite(2),
