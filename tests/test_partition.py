@@ -138,14 +138,15 @@ def test_partition_needs_cloud_only_and_an_early_exit_model() -> None:
 
 def test_an_edge_partitions_by_its_link(config: Config) -> None:
     """Through Mosquitto and the shaping proxy: a fast link sends images, a slow one keeps
-    frames local (a 10x slower edge device, so the worker is worth asking)."""
+    frames local (a 40x slower edge device, so the worker is worth asking even when a
+    loaded machine makes the worker and the link look slow)."""
     config = load_config(
         env={},
         overrides=[
             f"broker.url={config.broker.url}", f"prefix={config.prefix}",
             "worker.model=fmnist_exit_resnet", "edge.model=fmnist_exit_resnet",
             "edge.local_model=fmnist_exit_resnet", "edge.partition=auto",
-            "edge.device_slowdown=10", "edge.max_in_flight=1",
+            "edge.device_slowdown=40", "edge.max_in_flight=1",
         ],
     )  # fmt: skip
 
@@ -165,8 +166,12 @@ def test_an_edge_partitions_by_its_link(config: Config) -> None:
 
     (fast, fast_decided), (slow, slow_decided) = asyncio.run(scenario())
     assert fast_decided == slow_decided == 40
+    print(f"fast link: {fast}; slow link: {slow}")
     assert fast.get(0, 0) > 30  # the image, to the worker
-    assert slow.get(4, 0) > 30  # all local (a probe now and then)
+    # All local, but for the planner's probes of other splits, which come by the clock:
+    # a slow device (or a loaded machine) stretches the run and so gets more of them.
+    assert slow.get(4, 0) > 20, slow
+    assert slow.get(0, 0) < 5, slow  # the image rarely crosses the slow link
 
 
 def test_worker_wait_and_time_per_image_from_status() -> None:
