@@ -66,6 +66,11 @@ class WorkerMetrics:
         self._bad_messages = counter(
             "camoffload_worker_bad_messages", "Messages that were not a valid frame request"
         ).labels(**labels)
+        self._overflowed = counter(
+            "camoffload_worker_receive_overflow",
+            "Messages refused at once because the receive queue was full (a burst): each "
+            "answered busy (or bad_request) before its PUBACK, never dropped",
+        ).labels(**labels)
         self._queue = Histogram(
             "camoffload_worker_queue_duration_seconds",
             "Time a request waited in the queue before its batch started",
@@ -112,6 +117,9 @@ class WorkerMetrics:
 
     def bad_message(self) -> None:
         self._bad_messages.inc()
+
+    def receive_overflow(self) -> None:
+        self._overflowed.inc()
 
     def batch(self, size: int, compute_s: float, queue_s: list[float]) -> None:
         self._batches.inc()

@@ -195,6 +195,7 @@ class WorkerSession:
         """The client's incoming queue is full (a burst the receive loop is behind on):
         refuse ``message`` now, from the client's callback, with ``busy``. Its sender
         learns at once, and the broker hears it was taken care of only after that."""
+        self._parts.metrics.receive_overflow()
         target, requests, refusals, bundled = self._open(message)
         refusals += [
             self._refusal(ErrorCode.BUSY, "worker overloaded: receive queue full", r.frame_id)
