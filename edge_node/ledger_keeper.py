@@ -43,11 +43,6 @@ class LedgerKeeper:
         name = "the in-memory ledger" if ledger.path is None else str(ledger.path)
         self._log = RateLimitedLog(logger, f"ledger {name}", interval_s=30)
 
-    @property
-    def waiting(self) -> int:
-        """Records not written yet."""
-        return len(self._pending)
-
     def counts(self) -> LedgerCounts:
         """What the edge did, written or not."""
         return LedgerCounts(

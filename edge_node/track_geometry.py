@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pipeline.detection import Box
 
-__all__ = ["centre", "height_distance", "predicted_box"]
+__all__ = ["MAX_PREDICTION_S", "centre", "height_distance", "predicted_box"]
 
 # Beyond this, a guess of where someone walked is worth less than where they were.
-_MAX_PREDICTION_S = 2.0
+MAX_PREDICTION_S = 2.0
 
 
 def centre(box: Box) -> tuple[float, float]:
@@ -22,7 +22,7 @@ def centre(box: Box) -> tuple[float, float]:
 
 def predicted_box(box: Box, velocity: tuple[float, float], elapsed_s: float) -> Box:
     """``box`` moved at ``velocity`` (frame units per second) for ``elapsed_s``."""
-    dt = min(elapsed_s, _MAX_PREDICTION_S)
+    dt = min(elapsed_s, MAX_PREDICTION_S)
     dx, dy = velocity[0] * dt, velocity[1] * dt
     x1, y1, x2, y2 = box
     return (x1 + dx, y1 + dy, x2 + dx, y2 + dy)

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from edge_node.track_geometry import centre, height_distance, predicted_box
+from edge_node.track_geometry import MAX_PREDICTION_S, centre, height_distance, predicted_box
 from edge_node.zones import Zone, zones_of
 from pipeline.detection import VEHICLES, Box, Detection, iou
 
@@ -298,7 +298,8 @@ class ObjectTracker:
         return self.stationary_missed_s if still else self.max_missed_s
 
     def _gate(self, obj: TrackedObject, ts: float) -> float:
-        return self.distance_gate + self.distance_gate_per_s * min(ts - obj.last_ts, 2.0)
+        missing = min(ts - obj.last_ts, MAX_PREDICTION_S)
+        return self.distance_gate + self.distance_gate_per_s * missing
 
     def _confirm(self, obj: TrackedObject, ts: float, events: list[ObjectEvent]) -> None:
         if obj.frames >= self.min_hits:

@@ -5,8 +5,8 @@ made by looking at the clip. This draws what was looked at: every ``--step``-th 
 numbered, ``--per-sheet`` frames to a PNG, optionally cropped to ``--crop x,y,w,h`` (to
 check a busy border frame by frame)::
 
-    python scripts/contact_sheet.py ../shared/data/vtest.avi --out /tmp/sheets
-    python scripts/contact_sheet.py ../shared/data/vtest.avi --out /tmp/right \\
+    python scripts/contact_sheet.py CLIP.avi --out /tmp/sheets
+    python scripts/contact_sheet.py CLIP.avi --out /tmp/right \\
         --first 200 --last 236 --step 3 --crop 440,60,328,360
 """
 

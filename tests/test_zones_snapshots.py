@@ -88,6 +88,15 @@ def test_snapshots_on_disk_are_named_by_object_and_bounded(tmp_path: Path) -> No
     assert folder.written == 6
 
 
+def _write_four(folder: SnapshotFolder, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        for i in range(4):
+            await folder.write(_object(i), b"\xff\xd8")
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_an_unwritable_folder_is_logged_once_and_survived(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -97,12 +106,7 @@ def test_an_unwritable_folder_is_logged_once_and_survived(
     blocked.chmod(0o500)
     folder = SnapshotFolder(blocked, edge_id="door", keep=3)
 
-    async def scenario() -> None:
-        for i in range(4):
-            await folder.write(_object(i), b"\xff\xd8")
-
-    with caplog.at_level(logging.WARNING):
-        asyncio.run(scenario())
+    _write_four(folder, caplog)
     assert folder.failed == 4
     assert len([r for r in caplog.records if "snapshot not written" in r.message]) == 1
 
@@ -114,12 +118,7 @@ def test_a_path_that_is_a_file_is_logged_once_and_survived(
     (tmp_path / "taken").write_bytes(b"not a folder")
     folder = SnapshotFolder(tmp_path / "taken", edge_id="door", keep=3)
 
-    async def scenario() -> None:
-        for i in range(4):
-            await folder.write(_object(i), b"\xff\xd8")
-
-    with caplog.at_level(logging.WARNING):
-        asyncio.run(scenario())
+    _write_four(folder, caplog)
     assert folder.failed == 4
     assert folder.written == 0
     assert len([r for r in caplog.records if "snapshot not written" in r.message]) == 1

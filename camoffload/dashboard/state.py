@@ -71,7 +71,6 @@ class _Worker:
 
 
 EDGE_SERIES = ("t", "offload_share", "rtt_ms_p50", "rtt_ms_p95", "capture_fps", "bytes_per_s")
-WORKER_SERIES = ("t", "throughput_fps", "queue_depth", "mean_batch_size")
 
 
 class DashboardState:

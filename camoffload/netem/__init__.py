@@ -9,7 +9,8 @@ described by a :class:`LinkProfile` (a preset such as ``"3g"`` or a spec such as
 
 from __future__ import annotations
 
-from camoffload.netem.profile import PRESETS, LinkDirection, LinkProfile, Outage, OutageMode
+from camoffload.netem.presets import PRESETS
+from camoffload.netem.profile import LinkDirection, LinkProfile, Outage, OutageMode
 from camoffload.netem.proxy import ProxyStats, ShapingProxy
 
 __all__ = [

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 
 from pipeline.errors import ConfigError
 
-__all__ = ["fmt_rate", "fmt_time", "human_rate", "parse_rate", "parse_time"]
+__all__ = [
+    "fmt_loss",
+    "fmt_rate",
+    "fmt_time",
+    "human_rate",
+    "parse_loss",
+    "parse_rate",
+    "parse_time",
+]
 
 RATE_UNITS = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -81,3 +90,20 @@ def human_rate(rate: float) -> str:
         if rate >= scale:
             return f"{rate / scale:g} {unit}"
     return f"{rate:g} bit/s"
+
+
+def parse_loss(value: str, key: str) -> float:
+    """``2%`` or ``0.02``: a chance in [0, 1)."""
+    text = value.strip()
+    try:
+        loss = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ConfigError(f"link profile: {key}={value!r} is not 2% or 0.02", key=key) from None
+    if not (math.isfinite(loss) and 0 <= loss < 1):
+        raise ConfigError(f"link profile: {key} must be in [0, 1), got {value!r}", key=key)
+    return loss
+
+
+def fmt_loss(loss: float) -> str:
+    """``0.02`` -> ``2%``, which :func:`parse_loss` reads back."""
+    return f"{loss * 100:g}%"

@@ -1,8 +1,8 @@
 """What an emulated link does: rate, delay and jitter each way, and when it goes down.
 
 A :class:`LinkProfile` is a frozen value: build one directly, from a preset
-(:meth:`LinkProfile.preset`) or from the short text form used on the command line and in
-TOML files (:meth:`LinkProfile.parse`)::
+(:meth:`LinkProfile.preset`; the table is :mod:`camoffload.netem.presets`) or from the
+short text form used on the command line and in TOML files (:meth:`LinkProfile.parse`)::
 
     3g                                   a preset
     rate=2mbit,delay=40ms,jitter=5ms     both directions alike
@@ -44,15 +44,21 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Literal, get_args
 
-from camoffload.netem._units import fmt_rate, fmt_time, human_rate, parse_rate, parse_time
+from camoffload.netem._units import (
+    fmt_loss,
+    fmt_rate,
+    fmt_time,
+    human_rate,
+    parse_loss,
+    parse_rate,
+    parse_time,
+)
 from pipeline.errors import ConfigError
 
-__all__ = ["PRESETS", "LinkDirection", "LinkProfile", "Outage", "OutageMode"]
+__all__ = ["LinkDirection", "LinkProfile", "Outage", "OutageMode"]
 
 OutageMode = Literal["stall", "reset"]
 
@@ -157,6 +163,8 @@ class LinkProfile:
     @classmethod
     def preset(cls, name: str) -> LinkProfile:
         """The preset called ``name`` (case-insensitive); see :data:`PRESETS`."""
+        from camoffload.netem.presets import PRESETS  # built from this class: no cycle
+
         try:
             return PRESETS[name.strip().lower()]
         except KeyError:
@@ -195,10 +203,10 @@ class LinkProfile:
         ):
             if a == b:
                 if a:
-                    parts.append(f"{key}={_fmt(key, a)}")
+                    parts.append(f"{key}={_formatted(key, a)}")
             else:
-                parts.append(f"up_{key}={_fmt(key, a)}")
-                parts.append(f"down_{key}={_fmt(key, b)}")
+                parts.append(f"up_{key}={_formatted(key, a)}")
+                parts.append(f"down_{key}={_formatted(key, b)}")
         parts.extend(f"outage={_fmt_outage(o)}" for o in self.outages)
         if self.outage_mode != "stall":
             parts.append(f"outage_mode={self.outage_mode}")
@@ -271,7 +279,7 @@ def _apply(base: LinkProfile, items: list[str]) -> LinkProfile:
                 d["jitter_s"] = parse_time(value, key)
         elif key.endswith("loss"):
             for d in _sides(key, up, down):
-                d["loss"] = _parse_loss(value, key)
+                d["loss"] = parse_loss(value, key)
     mode = seen.get("outage_mode", base.outage_mode).lower()
     if mode not in get_args(OutageMode):
         raise ConfigError(f"outage_mode must be stall or reset, got {mode!r}", key="outage_mode")
@@ -290,19 +298,8 @@ _KEYS = (
 )  # fmt: skip
 
 
-def _parse_loss(value: str, key: str) -> float:
-    text = value.strip()
-    try:
-        loss = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise ConfigError(f"link profile: {key}={value!r} is not 2% or 0.02", key=key) from None
-    if not (math.isfinite(loss) and 0 <= loss < 1):
-        raise ConfigError(f"link profile: {key} must be in [0, 1), got {value!r}", key=key)
-    return loss
-
-
-def _fmt(key: str, value: float) -> str:
-    return f"{value * 100:g}%" if key == "loss" else fmt_time(value)
+def _formatted(key: str, value: float) -> str:
+    return fmt_loss(value) if key == "loss" else fmt_time(value)
 
 
 def _sides(key: str, up: dict[str, object], down: dict[str, object]) -> list[dict[str, object]]:
@@ -324,47 +321,3 @@ def _parse_outage(value: str) -> Outage:
 
 def _fmt_outage(outage: Outage) -> str:
     return f"{fmt_time(outage.start_s)}+{fmt_time(outage.duration_s)}"
-
-
-def _preset(name: str, spec: str) -> LinkProfile:
-    return dataclasses.replace(LinkProfile.parse(spec), name=name)
-
-
-PRESETS: Mapping[str, LinkProfile] = MappingProxyType(
-    {
-        # No shaping at all: the baseline cell of an experiment.
-        "ideal": _preset("ideal", "rate=unlimited"),
-        # Switched gigabit Ethernet in one building.
-        "lan": _preset("lan", "rate=1gbit,rtt=500us"),
-        # Fibre or a metro network to a nearby cloud region.
-        "100mbit": _preset("100mbit", "rate=100mbit,rtt=10ms,jitter=1ms"),
-        # Home Wi-Fi (802.11n/ac, a few rooms away, neighbours on the channel).
-        "wifi": _preset("wifi", "up=30mbit,down=60mbit,rtt=20ms,jitter=5ms"),
-        # LTE with decent signal: uplink well below downlink.
-        "4g": _preset("4g", "up=5mbit,down=20mbit,rtt=60ms,jitter=10ms"),
-        # A typical broadband uplink (cable/DSL) to a cloud region.
-        "10mbit": _preset("10mbit", "rate=10mbit,rtt=40ms,jitter=2ms"),
-        # HSPA 3G (close to Chrome DevTools' "Fast 3G" rates).
-        "3g": _preset("3g", "up=768kbit,down=1600kbit,rtt=150ms,jitter=20ms"),
-        # A constrained uplink: 1 Mbit/s each way, 100 ms RTT.
-        "1mbit": _preset("1mbit", "rate=1mbit,rtt=100ms,jitter=5ms"),
-        # Edge of coverage, 2G/EDGE, or a congested satellite hop.
-        "slow": _preset("slow", "up=128kbit,down=384kbit,rtt=400ms,jitter=50ms"),
-    }
-)
-"""Named links, fastest first. One-way delay is half the RTT; jitter is one-way.
-
-========= ============ ============= ======== ================ ==================================
-name      uplink       downlink      RTT      jitter (one-way) models
-========= ============ ============= ======== ================ ==================================
-ideal     unlimited    unlimited     0        0                no shaping (baseline)
-lan       1 Gbit/s     1 Gbit/s      0.5 ms   0                switched gigabit Ethernet
-100mbit   100 Mbit/s   100 Mbit/s    10 ms    1 ms             fibre / metro to a cloud region
-wifi      30 Mbit/s    60 Mbit/s     20 ms    5 ms             home Wi-Fi
-4g        5 Mbit/s     20 Mbit/s     60 ms    10 ms            LTE, decent signal
-10mbit    10 Mbit/s    10 Mbit/s     40 ms    2 ms             broadband uplink to the cloud
-3g        768 kbit/s   1.6 Mbit/s    150 ms   20 ms            HSPA
-1mbit     1 Mbit/s     1 Mbit/s      100 ms   5 ms             a constrained uplink
-slow      128 kbit/s   384 kbit/s    400 ms   50 ms            2G/EDGE, edge of coverage
-========= ============ ============= ======== ================ ==================================
-"""
