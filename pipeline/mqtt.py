@@ -66,7 +66,8 @@ class Client(aiomqtt.Client):
     refuses it with ``busy`` there, so the receive path never falls behind) and then
     acknowledged: it is answered, not dropped. A broker's in-flight limit (MQTT 5's
     Receive Maximum) would keep the queue from filling at all, but Mosquitto 2.0.11
-    (Debian 12, Raspberry Pi OS) exceeds it once acknowledgements flow.
+    (Debian 12, Raspberry Pi OS) exceeds it once acknowledgements flow
+    (bench/receive_maximum.py).
 
     Without ``on_overflow`` (edges, the dashboard), a full queue discards the message,
     counted in ``discarded`` and summarised in the log rather than a line each."""
