@@ -21,6 +21,7 @@ from camoffload.link_commands import add_link_command, run_link_command
 from camoffload.model_commands import add_model_commands, run_profile, run_train
 from camoffload.router_commands import add_router_command, run_router_command
 from camoffload.runtime_commands import add_runtime_commands, run_runtime_command
+from camoffload.specialize.command import add_specialize_command, run_specialize
 from pipeline.errors import CamoffloadError
 
 __all__ = ["build_parser", "main"]
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibrate_command(sub)
     add_model_commands(sub)
     add_router_command(sub)
+    add_specialize_command(sub)
     add_ledger_command(sub)
     add_config_command(sub)
     add_dashboard_command(sub)
@@ -86,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_router_command(args)
         if args.command == "config":
             return run_config_command(args)
+        if args.command == "specialize":
+            return run_specialize(args, argv)
         if args.command == "dashboard":
             return run_dashboard_command(args)
         return run_runtime_command(args)

@@ -8,7 +8,9 @@ camoffload eval --suite security [--source-file VIDEO] [--hand-counts CSV] [--qu
 
 The security suite (``analysis = "security"``) has its own runner and report
 (camoffload/eval/security_*.py): each of its cells is a replay of a video against a
-reference detector, not the classification runner's shared broker and loads.
+reference detector, not the classification runner's shared broker and loads. The
+specialize suite (``analysis = "specialize"``) is the same runner after teaching a
+camera's own model the first half of each video (camoffload/eval/specialize_cells.py).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def run_eval_command(args: argparse.Namespace, argv: list[str]) -> int:
         folder = args.report
     else:
         suite = load_suite(args.suite, quick=args.quick)
-        if suite.analysis == "security":
+        if suite.analysis in ("security", "specialize"):
             return _run_security(args, argv, suite)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         folder = args.out or Path("results") / f"{suite.name}-{stamp}"

@@ -26,6 +26,7 @@ from broker import BrokerKind, local_broker
 from camoffload.links import shaped_link
 from camoffload.processes import WorkerGroup, WorkerSettings
 from edge_node import EdgeNode, FrameSource, Ledger, LedgerSummary, open_source
+from edge_node.sources import skip_frames
 from edge_node.stats import format_status_line
 from pipeline.config import Config
 from pipeline.errors import CamoffloadError
@@ -47,6 +48,7 @@ class ReplayOptions:
     workers: int | None = None  # None: 1 with a started broker, 0 with --broker
     link: str | None = None  # a link profile between the edge and the broker
     progress: bool = True
+    start: int = 0  # skip this many frames of the source first
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,12 @@ async def run_replay(
             raise CamoffloadError("a replay on its own broker needs --workers >= 1")
         async with _workers(config, workers):
             source = await asyncio.to_thread(open_source, options.source)
+            if options.start:
+                try:
+                    await asyncio.to_thread(skip_frames, source, options.start)
+                except BaseException:
+                    source.close()
+                    raise
             async with shaped_link(config, options.link) as edge_config:
                 ledger = Ledger(ledger_path)
                 try:

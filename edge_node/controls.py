@@ -123,7 +123,7 @@ class EdgeControls:
                     "a detecting edge's policy is cloud-only, local-only or threshold, "
                     f"not {name[:40]!r}"
                 )
-            if name != "cloud-only" and self._triage.detector is None:
+            if name != "cloud-only" and self._triage.local_name is None:
                 raise ConfigError(f"policy {name} needs a local detector; this edge has none")
             detection.mode = name
         else:

@@ -8,7 +8,9 @@ one (``nanodet_coco``: 80 classes). A frame stays local when the edge is sure of
 
 It goes to the cloud when it is not: a detection between ``low`` and ``high`` (a
 person half hidden, small or far), or when the user wants classes the edge cannot see
-at all (``detect_classes`` has "car" and the edge detects only people). Frames
+at all (``detect_classes`` has "car" and the edge detects only people). A camera's
+specialized model (``edge.specialized``) brings its own sureness: a frame stays local
+when one of its exits was sure (:meth:`DetectionPolicy.route_counted`). Frames
 without motion never get here when the motion gate is on: they are skipped.
 
 The same shape as DDS's and Reducto's filters: the camera answers what it can and
@@ -54,6 +56,16 @@ class DetectionPolicy:
         """The classes the user asks for (``edge.detect_classes``; a control may change
         them at run time)."""
         self.unseen = tuple(sorted(set(wanted) - self._local_labels))
+
+    def route_counted(self, sure: bool, detail: str) -> DetectionRoute:
+        """A specialized model's answer (edge.specialized): local when an exit was sure."""
+        if self.mode == "cloud-only":
+            return DetectionRoute(True, "cloud-only")
+        if self.mode == "local-only":
+            return DetectionRoute(False, f"local-only: {detail}")
+        if self.unseen:
+            return DetectionRoute(True, f"wants {', '.join(self.unseen)}: the edge cannot see it")
+        return DetectionRoute(not sure, detail)
 
     def route(self, detections: Sequence[Detection]) -> DetectionRoute:
         if self.mode == "cloud-only":

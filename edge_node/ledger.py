@@ -27,7 +27,8 @@ frame reading is :mod:`edge_node.ledger_rows`.
 A frame's ``detections`` (object detection's final answer) are compact JSON, a list of
 ``{"label": "person", "score": 0.91, "box": [x1, y1, x2, y2]}`` with the box normalised
 to 0..1 and rounded to 4 decimals, the score to 3; NULL for a classification frame,
-``[]`` for a detection frame that found nothing.
+``[]`` for a detection frame that found nothing. An object a specialized model counted
+(``edge.specialized``) has no ``box``: its score is the probability its label is there.
 
 Errors::
 
@@ -67,6 +68,7 @@ from pipeline.protocol import Decision
 __all__ = [
     "Ledger",
     "LedgerCounts",
+    "LedgerDetection",
     "LedgerError",
     "LedgerSummary",
     "RunInfo",
@@ -76,9 +78,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# One detected object: label, score and box (x1, y1, x2, y2), all normalised to 0..1.
+# One detected object: label, score and box (x1, y1, x2, y2), all normalised to 0..1; a
+# counted object (a specialized model's answer) has no box.
 # (Plain tuples: pipeline.detection's Detection dataclass would make this module load numpy.)
-_Detection: TypeAlias = tuple[str, float, tuple[float, float, float, float]]
+LedgerDetection: TypeAlias = tuple[str, float, tuple[float, float, float, float] | None]
 
 # The columns are edge_node.ledger_file's schema.
 _INSERT = (
@@ -165,7 +168,7 @@ class Ledger:
         local_label: int | None = None,
         local_confidence: float | None = None,
         payload: str | None = None,
-        detections: Sequence[tuple[str, float, tuple[float, float, float, float]]] | None = None,
+        detections: Sequence[LedgerDetection] | None = None,
     ) -> int | None:
         """Record the frame's final decision; returns its true label, if known.
 
@@ -254,19 +257,23 @@ class Ledger:
         )
 
 
-def _encode_detections(detections: Sequence[_Detection], frame_id: str) -> str:
+def _encode_detections(detections: Sequence[LedgerDetection], frame_id: str) -> str:
     """The ledger's compact JSON for ``detections``; LedgerError(bad_value) if one is
     not a label, a score in 0..1 and a box (x1 <= x2, y1 <= y2) in 0..1."""
-    objects = []
+    objects: list[dict[str, object]] = []
     for i, detection in enumerate(detections):
         try:
             label, score, box = detection
-            coords = [_unit(v, 4) for v in box]
-            obj = {"label": label, "score": _unit(score, 3), "box": coords}
+            obj: dict[str, object] = {"label": label, "score": _unit(score, 3)}
+            coords = None if box is None else [_unit(v, 4) for v in box]
         except (TypeError, ValueError) as exc:
             raise _bad_detection(frame_id, i, detection, str(exc)) from exc
         if not isinstance(label, str) or not label:
             raise _bad_detection(frame_id, i, detection, "the label is not a non-empty string")
+        if coords is None:
+            objects.append(obj)  # counted, not located
+            continue
+        obj["box"] = coords
         if len(coords) != 4 or coords[0] > coords[2] or coords[1] > coords[3]:
             raise _bad_detection(frame_id, i, detection, "the box is not [x1, y1, x2, y2]")
         objects.append(obj)

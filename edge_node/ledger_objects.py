@@ -57,6 +57,9 @@ def objects_in(
             continue  # no answer for this frame: no evidence either way
         source: Source = "cloud" if record.decision == "cloud" else "edge"
         seen = DETECTORS[record.model][1] if record.model in DETECTORS else ()
+        # A specialized model's counted objects have no box: still there, wherever.
+        counted = {str(d.get("label")) for d in record.detections if "box" not in d}
+        seen = tuple(label for label in seen if label not in counted)
         events = tracker.update(
             record.capture_ts, record.seq, _detections(record), source=source, seen_labels=seen
         )

@@ -40,6 +40,10 @@ class LocalOutput:
     # A local detector's objects (task detect); None for a classifier. A detector has
     # no label: ``label`` is NO_LABEL and ``confidence`` its best score (0 if none).
     detections: tuple[Detection, ...] | None = None
+    # A specialized model's count (task detect, edge.specialized): one (label, presence
+    # probability) per object counted, where it stands unknown; ``detections`` is then
+    # empty. None for every other model.
+    counted: tuple[tuple[str, float], ...] | None = None
 
     @property
     def class_label(self) -> int | None:
@@ -50,6 +54,11 @@ class LocalOutput:
     def detected(cls, detections: Sequence[Detection]) -> LocalOutput:
         best = max((d.score for d in detections), default=0.0)
         return cls(NO_LABEL, best, None, detections=tuple(detections))
+
+    @classmethod
+    def counting(cls, counted: Sequence[tuple[str, float]], sureness: float) -> LocalOutput:
+        """A specialized model's answer: objects counted, no boxes."""
+        return cls(NO_LABEL, sureness, None, detections=(), counted=tuple(counted))
 
 
 NO_LABEL = -1

@@ -193,7 +193,9 @@ class EdgeNode:
         """
         await self._triage.load()
         if self._cfg.task == "detect":
-            self._recorder.objects = watcher_for(self._config, self._triage.detector, self._client)
+            self._recorder.objects = watcher_for(
+                self._config, self._triage.local_labels, self._client
+            )
         if self._cfg.freeze_heap:
             # Before capturing: the collection it runs first is the pause it saves later.
             frozen = freeze_heap()

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -41,7 +41,7 @@ from edge_node.tracker import (
 from edge_node.zones import parse_zones
 from pipeline.codecs import Image, encode_jpeg
 from pipeline.config import Config
-from pipeline.detection import DETECTORS, Detector, is_detector
+from pipeline.detection import DETECTORS, is_detector
 from pipeline.errors import TransportError
 from pipeline.protocol import Decision
 from pipeline.service import publish
@@ -147,9 +147,11 @@ class ObjectWatcher:
         if outcome.detections is None:
             return  # no answer for this frame: no evidence either way
         source: Source = "cloud" if outcome.decision is Decision.CLOUD else "edge"
-        events = self.tracker.update(
-            ts, seq, outcome.detections, source=source, seen_labels=self._seen[source]
-        )
+        seen = self._seen[source]
+        if outcome.counted:
+            # Counted, not located: the objects it counts are still there, wherever.
+            seen = seen - {label for label, _ in outcome.counted}
+        events = self.tracker.update(ts, seq, outcome.detections, source=source, seen_labels=seen)
         snapshots: dict[str, bytes] = {}
         if image is not None:
             for event in events:
@@ -198,7 +200,7 @@ class ObjectWatcher:
 
 def watcher_for(
     config: Config,
-    local_detector: Detector | None,
+    local_labels: Sequence[str],
     client: Callable[[], aiomqtt.Client | None],
 ) -> ObjectWatcher:
     """The watcher of an edge with ``cfg``: people and vehicles always, and whatever
@@ -211,7 +213,7 @@ def watcher_for(
         tracker=security_tracker(
             cfg.detect_classes, zones=parse_zones(cfg.zones) if cfg.zones else ()
         ),
-        local_labels=local_detector.spec.labels if local_detector is not None else (),
+        local_labels=local_labels,
         cloud_labels=cloud,
         client=client,
     )

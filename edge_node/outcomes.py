@@ -25,6 +25,8 @@ class Outcome:
     rtt_ms: float | None = None
     detail: str | None = None
     detections: tuple[Detection, ...] | None = None  # task detect: the answer's objects
+    # A specialized model's count: (label, presence) per object, boxes unknown.
+    counted: tuple[tuple[str, float], ...] | None = None
 
 
 def with_local_answer(
@@ -46,6 +48,7 @@ def with_local_answer(
         bytes_sent=bytes_sent,
         detail=detail,
         detections=local.detections,
+        counted=local.counted,
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import aiomqtt
 
+from edge_node.ledger import LedgerDetection
 from edge_node.ledger_keeper import LedgerKeeper
 from edge_node.local_model import LocalOutput
 from edge_node.metrics import EdgeMetrics
@@ -80,9 +81,7 @@ class Recorder:
             local_label=local.class_label if local else None,
             local_confidence=local.confidence if local else None,
             payload=(payload or self._default_payload) if outcome.decision.offloaded else None,
-            detections=None
-            if outcome.detections is None
-            else [(d.name, d.score, d.box) for d in outcome.detections],
+            detections=_ledger_detections(outcome),
         )
         self._stats.record_decision(
             outcome.decision, rtt_ms=outcome.rtt_ms, bytes_sent=outcome.bytes_sent
@@ -111,3 +110,12 @@ class Recorder:
         # QoS 0, and a broken connection must not turn a decided frame into an exception.
         with contextlib.suppress(TransportError):
             await publish(client, self._events_topic, event.to_bytes(), qos=0)
+
+
+def _ledger_detections(outcome: Outcome) -> list[LedgerDetection] | None:
+    """The answer's objects as the ledger keeps them; a counted one has no box."""
+    if outcome.detections is None:
+        return None
+    found: list[LedgerDetection] = [(d.name, d.score, d.box) for d in outcome.detections]
+    found += [(label, score, None) for label, score in outcome.counted or ()]
+    return found

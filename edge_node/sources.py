@@ -33,6 +33,7 @@ __all__ = [
     "ImageFolderSource",
     "VideoSource",
     "open_source",
+    "skip_frames",
 ]
 
 logger = logging.getLogger(__name__)
@@ -256,6 +257,14 @@ def _dataset_spec(spec: str) -> tuple[str, str, int | None] | None:
             f"accepted: {DATASET_SOURCE_FORMS}"
         )
     return name, split, int(parts[1])
+
+
+def skip_frames(source: FrameSource, count: int) -> None:
+    """Read and drop the first ``count`` frames (blocking), so a replay starts later in a
+    recording; :class:`SourceError` if it ends before."""
+    for skipped in range(count):
+        if source.read() is None:
+            raise SourceError(f"{source.name}: ended after {skipped} frames, before frame {count}")
 
 
 def open_source(spec: str) -> FrameSource:

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from edge_node.quality import (
 )
 from edge_node.requests import Payload
 from edge_node.sources import CapturedFrame
+from edge_node.specialized_model import SpecializedModel
 from edge_node.thresholds import adaptive_threshold
 from pipeline.codecs import Image, encode_jpeg
 from pipeline.config import EdgeConfig
@@ -69,6 +71,7 @@ class OffloadPlan:
 
 Verdict = Decided | OffloadPlan
 Answer = LocalOutput | list[Detection]  # a local classifier's or detector's
+T = TypeVar("T")
 
 
 class Triage:
@@ -95,10 +98,13 @@ class Triage:
         self.overhead_bytes = 0.0  # envelope + topic beyond the payload, last seen
         self._motion: MotionGate | None = None
         self.detector: Detector | None = None  # task detect: the local detector
+        self.specialized: SpecializedModel | None = None  # or the camera's own model
         self.detection_policy: DetectionPolicy | None = None
 
     @property
     def local_name(self) -> str | None:
+        if self.specialized is not None:
+            return self.specialized.name
         if self.detector is not None:
             return self.detector.name
         if self.partition is not None:
@@ -131,10 +137,20 @@ class Triage:
             split = self.local.split if self.local else None
             self.quality = await asyncio.to_thread(make_quality_policy, cfg, local_split=split)
 
+    @property
+    def local_labels(self) -> tuple[str, ...]:
+        """What the edge's own detector (or specialized model) can see."""
+        if self.specialized is not None:
+            return self.specialized.labels
+        return self.detector.spec.labels if self.detector is not None else ()
+
     async def _load_detection(self) -> None:
         cfg = self._cfg
         labels: tuple[str, ...] = ()
-        if cfg.local_model is not None:
+        if cfg.specialized is not None:
+            self.specialized = await asyncio.to_thread(SpecializedModel, cfg.specialized)
+            labels = self.specialized.labels
+        elif cfg.local_model is not None:
             self.detector = await asyncio.to_thread(
                 Detector.by_name, cfg.local_model, min_score=min(cfg.detect_low, 0.2)
             )
@@ -195,11 +211,16 @@ class Triage:
     async def _triage_detection(self, frame: CapturedFrame, deadline: Deadline) -> Verdict:
         assert self.detection_policy is not None
         local = None
-        if self.detector is not None:
-            local = await asyncio.to_thread(
-                self._run_locally, self.detector.detect_one, frame.image
-            )
-        route = self.detection_policy.route(local.detections or () if local else ())
+        if self.specialized is not None:
+            counted = await asyncio.to_thread(self._stretched, self.specialized.answer, frame.image)
+            local = LocalOutput.counting(counted.counted, counted.answer.sureness)
+            route = self.detection_policy.route_counted(counted.sure, counted.detail)
+        else:
+            if self.detector is not None:
+                local = await asyncio.to_thread(
+                    self._run_locally, self.detector.detect_one, frame.image
+                )
+            route = self.detection_policy.route(local.detections or () if local else ())
         name = self.local_name
         if not route.offload:
             return Decided(
@@ -223,12 +244,16 @@ class Triage:
         return self._run_locally(self.local.classify, image)
 
     def _run_locally(self, answer: Callable[[Image], Answer], image: Image) -> LocalOutput:
-        """The local model's answer; ``edge.device_slowdown`` stretches its time."""
+        found = self._stretched(answer, image)
+        return found if isinstance(found, LocalOutput) else LocalOutput.detected(found)
+
+    def _stretched(self, work: Callable[[Image], T], image: Image) -> T:
+        """``work`` on the frame; ``edge.device_slowdown`` stretches its time."""
         started = time.monotonic()
-        found = answer(image)
+        found = work(image)
         if self._cfg.device_slowdown > 1.0:
             time.sleep((self._cfg.device_slowdown - 1.0) * (time.monotonic() - started))
-        return found if isinstance(found, LocalOutput) else LocalOutput.detected(found)
+        return found
 
     def _plan_partition(self) -> Plan:
         assert self.planner is not None

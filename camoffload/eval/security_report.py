@@ -16,6 +16,7 @@ from typing import Any
 
 from camoffload.eval.report import load_results, write_section
 from camoffload.eval.security_plots import render_security_plots
+from camoffload.eval.specialize_report import render_specialize_plots, specialize_lines
 from camoffload.eval.suite import Suite
 from camoffload.security import COUNT_MIN_SCORE
 
@@ -42,7 +43,7 @@ def is_security_results(folder: Path) -> bool:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    return isinstance(meta, dict) and meta.get("analysis") == "security"
+    return isinstance(meta, dict) and meta.get("analysis") in ("security", "specialize")
 
 
 def load_security(folder: Path) -> SecurityResults:
@@ -171,15 +172,23 @@ def _body(results: SecurityResults, image_prefix: str, plots: list[tuple[str, st
     if headline:
         lines += ["**Ours:**", "", *(f"- {h}" for h in headline), ""]
     lines += format_tables(results)
+    lines += specialize_lines(meta, results.cells)
     for file, caption in plots:
         lines += [f"![{caption}]({image_prefix}{file})", ""]
     return lines
 
 
+def _plots(results: SecurityResults, folder: Path) -> list[tuple[str, str]]:
+    plots = render_security_plots(results.cells, folder)
+    if results.meta.get("analysis") == "specialize":
+        plots += render_specialize_plots(results.cells, folder)
+    return plots
+
+
 def render_security_report(folder: Path) -> Path:
     """Write ``folder/report.md`` and ``folder/plots/*.png``; returns the report path."""
     results = load_security(folder)
-    plots = render_security_plots(results.cells, folder / "plots")
+    plots = _plots(results, folder / "plots")
     lines = [f"# {results.suite.title}", "", *_body(results, "plots/", plots)]
     path = folder / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -193,7 +202,7 @@ def publish_security(folder: Path, results_md: Path) -> Path:
     images = results_md.parent / "img" / "results" / name
     if images.exists():
         shutil.rmtree(images)
-    plots = render_security_plots(results.cells, images)
+    plots = _plots(results, images)
     body = _body(results, f"img/results/{name}/", plots)
     write_section(results_md, name, results.suite.title, body)
     return images

@@ -43,6 +43,12 @@ from camoffload.eval.security_measures import (
     people,
     vehicles,
 )
+from camoffload.eval.specialize_cells import (
+    exit_shares,
+    offline_exits,
+    train_for_data,
+    with_trained,
+)
 from camoffload.eval.suite import DataSpec, LinkSpec, Strategy, Suite
 from camoffload.replay import ReplayOptions, run_replay
 from camoffload.security import COUNT_MIN_SCORE
@@ -52,6 +58,7 @@ from pipeline.calibration import default_calibration_path
 from pipeline.config import Config, load_config
 from pipeline.detection import Detector
 from pipeline.errors import CamoffloadError, ConfigError
+from pipeline.models.specialized_weights import load_specialized
 
 __all__ = ["SecurityData", "check_security_suite", "reference_detections", "run_security"]
 
@@ -70,8 +77,10 @@ class SecurityData:
 
 def check_security_suite(suite: Suite) -> None:
     """What a replay per cell cannot do, refused before anything starts."""
-    if suite.analysis != "security":
-        raise ConfigError(f"suite {suite.name}: analysis is {suite.analysis!r}, not security")
+    if suite.analysis not in ("security", "specialize"):
+        raise ConfigError(
+            f"suite {suite.name}: analysis is {suite.analysis!r}, not security or specialize"
+        )
     if suite.run.pacing != "camera":
         raise ConfigError(f"suite {suite.name}: the security suite paces like a camera")
     for load in suite.loads:
@@ -143,7 +152,10 @@ def cell_config(
         **suite.run.edge,
         **strategy.settings,
     }
-    if values.get("policy", "cloud-only") != "cloud-only" and data.local_model is not None:
+    wants_detector = (
+        values.get("policy", "cloud-only") != "cloud-only" and "specialized" not in values
+    )
+    if wants_detector and data.local_model is not None:
         values.setdefault("local_model", data.local_model)
     overrides = [f"edge.{key}={_setting(value)}" for key, value in values.items()]
     overrides += [f"worker.model={data.cloud_model}", f"worker.max_batch={suite.run.max_batch}"]
@@ -194,6 +206,22 @@ async def run_security(
         path = out_dir / f"reference-{data.spec.name}.json"
         path.write_text(json.dumps(reference) + "\n", encoding="utf-8")
         meta["data"][data.spec.name] = _data_meta(data, reference, hand_counts)
+        trained, start = None, 0
+        if suite.analysis == "specialize":
+            say(f"data {data.spec.name}: teaching a specialized model the first half")
+            trained, taught = await asyncio.to_thread(
+                train_for_data,
+                data.spec.name,
+                data.path,
+                reference,
+                out_dir,
+                reference_model=data.spec.cloud_model,
+            )
+            start = taught["evaluated_frames"][0]
+            taught["second_half_exits"] = await asyncio.to_thread(
+                offline_exits, trained, data.path, reference, start
+            )
+            meta["data"][data.spec.name]["specialized"] = taught
         for link in suite.links:
             for strategy in suite.strategies:
                 if stop.is_set():
@@ -201,7 +229,8 @@ async def run_security(
                 done += 1
                 key = f"{data.spec.name}/{link.name}/{strategy.name}"
                 say(f"[{done}/{size}] {key}")
-                row = await _run_cell(suite, data, link, strategy, reference, out_dir, stop)
+                cell = Cell(data, link, strategy, reference[start:], start, trained)
+                row = await _run_cell(suite, cell, out_dir, stop)
                 row = {"data": data.spec.name, "link": link.name, "strategy": strategy.name, **row}
                 with (out_dir / "cells.jsonl").open("a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
@@ -218,41 +247,57 @@ def _write_meta(out_dir: Path, meta: dict[str, Any], started: float, *, complete
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
-async def _run_cell(
-    suite: Suite,
-    data: SecurityData,
-    link: LinkSpec,
-    strategy: Strategy,
-    reference: list[list[dict[str, Any]]],
-    out_dir: Path,
-    stop: asyncio.Event,
-) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Cell:
+    data: SecurityData
+    link: LinkSpec
+    strategy: Strategy
+    reference: list[list[dict[str, Any]]]  # the frames replayed, from ``start``
+    start: int  # the source's frames skipped first
+    trained: Path | None  # the specialized model taught this run (suite specialize)
+
+
+async def _run_cell(suite: Suite, cell: Cell, out_dir: Path, stop: asyncio.Event) -> dict[str, Any]:
+    data, link, strategy = cell.data, cell.link, cell.strategy
     ledger = out_dir / "ledgers" / f"{data.spec.name}--{link.name}--{strategy.name}.sqlite"
     ledger.parent.mkdir(exist_ok=True)
     edge_id = f"sec-{strategy.name}"[:60]
-    config = cell_config(suite, data.spec, strategy, ledger=ledger, edge_id=edge_id)
-    settings = dict(strategy.settings)
+    settings = with_trained(strategy.settings, cell.trained)
+    config = cell_config(
+        suite,
+        data.spec,
+        dataclasses.replace(strategy, settings=settings),
+        ledger=ledger,
+        edge_id=edge_id,
+    )
     skipped = _missing_calibration(config)
     if skipped is not None:
-        return {"settings": settings, "skipped": skipped}
+        return {"settings": dict(strategy.settings), "skipped": skipped}
     options = ReplayOptions(
         source=str(data.path),
-        frames=len(reference),
+        frames=len(cell.reference),
         link=None if link.direct else link.profile,
         workers=suite.run.workers,
         progress=False,
+        start=cell.start,
     )
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     await run_replay(config, options, stop=stop)
-    wall_s = time.monotonic() - started
+    # The edge runs in this process (the broker and the workers in their own): its CPU.
+    cpu_s, wall_s = time.process_time() - cpu, time.monotonic() - started
     records = await asyncio.to_thread(lambda: list(iter_frames(ledger)))
-    measures = measure_security(records, reference)
-    return {
-        "settings": settings,
+    measures = measure_security(records, cell.reference)
+    row = {
+        "settings": dict(strategy.settings),
         **measures.as_dict(),
+        "edge_cpu_ms_per_frame": round(1000 * cpu_s / max(1, len(cell.reference)), 2),
         "wall_s": round(wall_s, 1),
         "ledger": str(ledger.relative_to(out_dir)),
     }
+    if cell.trained is not None and "specialized" in settings:
+        exits = len(load_specialized(Path(settings["specialized"]))[0].exits)
+        row["exit_shares"] = exit_shares(records, exits, len(cell.reference))
+    return row
 
 
 def _brief(row: dict[str, Any]) -> str:

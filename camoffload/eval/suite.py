@@ -5,6 +5,7 @@ A suite file::
     name = "seed-study"
     title = "Local, cloud or early exit, as server load and the link change"
     analysis = "crossover"            # crossover | partition | coverage | savings | security
+                                      # | specialize
     paper = "Seed study: a busy server and slow networks change which strategy wins"
 
     [run]                             # defaults for every cell
@@ -68,7 +69,11 @@ __all__ = [
 
 # "security": detection strategies against a reference detector, each cell its own
 # replay (camoffload/eval/security_suite.py), not the classification runner.
-Analysis = Literal["crossover", "partition", "coverage", "savings", "table", "security"]
+# "specialize": the same replays, on the second half of each video, after teaching a
+# camera's specialized model the first half (camoffload/eval/specialize_cells.py).
+Analysis = Literal[
+    "crossover", "partition", "coverage", "savings", "table", "security", "specialize"
+]
 ANALYSES: tuple[Analysis, ...] = (
     "crossover",
     "partition",
@@ -76,6 +81,7 @@ ANALYSES: tuple[Analysis, ...] = (
     "savings",
     "table",
     "security",
+    "specialize",
 )
 Reference = Literal["labels", "cloud"]
 

@@ -104,6 +104,10 @@ class EdgeConfig:
     detect_low: Fraction = 0.3
     detect_high: Fraction = 0.7
     detect_classes: tuple[str, ...] = ("person",)
+    # A camera's own early-exit model (`camoffload specialize`; docs/specialize.md): the
+    # path of its manifest (.json). It takes the local detector's place: frames its
+    # exits are sure of stop on the camera, the rest go to the cloud. Task detect only.
+    specialized: str | None = None
     # Named zones for objects (docs/objects.md), the motion mask's polygon syntax with
     # a name before each: "door: 0.4,0.3;0.6,0.3;0.6,0.7 | yard: 0,0.6;1,0.6;1,1;0,1".
     zones: str | None = None
@@ -117,7 +121,7 @@ class EdgeConfig:
         self._check_detection()
         validate_level(self.edge_id, "edge.edge_id")
         self._check_modes()
-        if self.policy != "cloud-only" and self.local_model is None:
+        if self.policy != "cloud-only" and self.local_model is None and self.specialized is None:
             raise ConfigError(
                 f"edge.policy {self.policy!r} needs edge.local_model", key="edge.policy"
             )
@@ -142,7 +146,17 @@ class EdgeConfig:
 
     def _check_detection(self) -> None:
         if self.task != "detect":
+            if self.specialized is not None:
+                raise ConfigError(
+                    "edge.specialized answers a detecting edge's frames: set edge.task = detect",
+                    key="edge.specialized",
+                )
             return
+        if self.specialized is not None and self.local_model is not None:
+            raise ConfigError(
+                "edge.specialized takes the local detector's place: leave edge.local_model unset",
+                key="edge.specialized",
+            )
         if self.detect_low > self.detect_high:
             raise ConfigError(
                 f"edge.detect_low ({self.detect_low}) is above edge.detect_high "

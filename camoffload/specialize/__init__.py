@@ -1,0 +1,1 @@
+"""``camoffload specialize``: a camera's own early-exit model, taught by the cloud."""
