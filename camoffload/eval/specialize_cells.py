@@ -6,7 +6,7 @@ replays the second half through the real broker once per strategy. A strategy wi
 ``specialized = "trained"`` gets that model. Besides the security measures, a cell
 here reports the share of frames each exit answered, and the suite measures each exit
 alone on the second half, offline, where the ledger cannot tell: presence per grid
-cell, against the reference.
+cell, against the reference, over every frame and over the frames it answers.
 """
 
 from __future__ import annotations
@@ -138,15 +138,26 @@ def offline_exits(
     truth_counts = teaching.counts.numpy()
     truth_cells = teaching.cells.numpy() >= 0.5
     out = []
-    for answers in exit_outputs(network, teaching):
+    waiting = np.ones(len(teaching), dtype=bool)  # not answered by an earlier exit
+    for answers, threshold in zip(exit_outputs(network, teaching), loaded.thresholds, strict=True):
         counts = np.array([a.counts for a in answers])
         cells = np.stack([a.cells for a in answers]) >= 0.5
+        answered = waiting & (np.array([a.sureness for a in answers]) >= threshold)
+        waiting &= ~answered
         out.append(
             {
                 "presence_f1": _f1(counts > 0, truth_counts > 0),
                 "cell_f1": _f1(cells, truth_cells),
                 "cell_recall": _recall(cells, truth_cells),
                 "count_mae": float(np.mean(np.abs(counts - truth_counts))),
+                # The frames this exit answers in the cascade, and how right it is there.
+                "answered_share": float(np.mean(answered)),
+                "answered_cell_recall": _recall(cells[answered], truth_cells[answered]),
+                "answered_count_mae": (
+                    float(np.mean(np.abs(counts[answered] - truth_counts[answered])))
+                    if answered.any()
+                    else None
+                ),
             }
         )
     return out

@@ -38,22 +38,26 @@ def _model_lines(name: str, taught: dict[str, Any]) -> list[str]:
         f"{taught['params']:,} parameters, {taught['train_wall_s']} s to read, teach and "
         f"calibrate (`{taught['manifest']}`).",
         "",
-        "| exit | threshold | held-out answered | presence F1 (2nd half) | cell F1 | cell "
-        "recall | count MAE | ms/frame |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| exit | threshold | held-out answered | 2nd half answered | its cell recall there "
+        "| its count MAE there | alone: presence F1 | alone: cell F1 | alone: cell recall "
+        "| alone: count MAE | ms/frame |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     second = taught.get("second_half_exits", [])
     for i, held in enumerate(taught["held_out_exits"]):
         alone = second[i] if i < len(second) else {}
         threshold = held["threshold"]
+        answered = alone.get("answered_share")
         lines.append(
             f"| {i + 1} | {'never' if threshold > 1 else f'{threshold:.3f}'} "
-            f"| {held['stopped_share']:.0%} | {_pct(alone.get('presence_f1'))} "
+            f"| {held['stopped_share']:.0%} | {'—' if answered is None else f'{answered:.0%}'} "
+            f"| {_pct(alone.get('answered_cell_recall'))} "
+            f"| {_num(alone.get('answered_count_mae'))} | {_pct(alone.get('presence_f1'))} "
             f"| {_pct(alone.get('cell_f1'))} | {_pct(alone.get('cell_recall'))} "
             f"| {_num(alone.get('count_mae'))} | {held['ms_per_frame']:.2f} |"
         )
     lines += [
-        f"| cloud | | {taught['held_out_offload_share']:.0%} | | | | | |",
+        f"| cloud | | {taught['held_out_offload_share']:.0%} | | | | | | | | |",
         "",
     ]
     return lines
