@@ -35,7 +35,7 @@ from pipeline.models.specialized_weights import (
 from pipeline.models.weights import sha256_of
 from pipeline.protocol import Decision
 
-TINY = SpecializedConfig(widths=(4, 8, 8, 8), input_size=(32, 48))
+TINY = SpecializedConfig(widths=(4, 8, 8, 8), input_size=(32, 48), grid=(3, 3))
 FRAMES = 24
 OPTIONS = TrainOptions(epochs=3, batch_size=8, seed=0)
 
@@ -177,7 +177,7 @@ def test_count_and_cells_ignores_weak_boxes_and_places_centres() -> None:
     the place of exit 1 are where the box's centre falls; "vehicle" is any COCO vehicle
     and only those."""
     config = SpecializedConfig(
-        labels=("person", "vehicle"), widths=(4, 8, 8, 8), input_size=(32, 48)
+        labels=("person", "vehicle"), widths=(4, 8, 8, 8), input_size=(32, 48), grid=(3, 3)
     )
     detections = [
         ("person", 0.9, (0.0, 0.0, 0.2, 0.2)),  # centre (0.1, 0.1)
@@ -206,7 +206,7 @@ def test_count_and_cells_ignores_weak_boxes_and_places_centres() -> None:
 def test_count_and_cells_clips_counts_and_keeps_edges_inside() -> None:
     """A count stops at max_count; every centre still marks its place; a centre on the
     frame's right or bottom edge falls in the last cell and place, not outside."""
-    config = SpecializedConfig(widths=(4, 8, 8, 8), input_size=(32, 48), max_count=2)
+    config = SpecializedConfig(widths=(4, 8, 8, 8), input_size=(32, 48), max_count=2, grid=(3, 3))
     same = ("person", 0.9, (0.1, 0.1, 0.3, 0.3))  # centre (0.2, 0.2)
     corner = ("person", 0.9, (1.0, 1.0, 1.0, 1.0))  # centre on the bottom-right corner
     counts, cells, places = count_and_cells([same, same, same, corner], config, min_score=0.35)
