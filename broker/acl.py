@@ -10,6 +10,7 @@ device      its own ``frames``, ``status/edges``,         its own ``results`` an
             ``ha/{id}/state`` and Home Assistant
             discovery configs
 worker      ``results/+``; its own ``status/workers``     ``frames/+`` (shared or not)
+            (and its pool's, ``{id}-1``..``-16``)
 dashboard   ``control/+/+/set``: switching edges          ``status/#``, ``events/+``,
             (a Home Assistant logs in as one)             ``objects/+``, ``snapshots/#``,
                                                           ``counts/#``, ``zones/#``,
@@ -36,7 +37,17 @@ from broker.credentials import validate_identity
 from pipeline.errors import BrokerError
 from pipeline.topics import HA_DISCOVERY_PREFIX, Topics, ha_discovery_filter
 
-__all__ = ["Access", "Identity", "Role", "acl_rules", "acl_text", "identities_from"]
+__all__ = [
+    "MAX_POOL_PROCESSES",
+    "Access",
+    "Identity",
+    "Role",
+    "acl_rules",
+    "acl_text",
+    "identities_from",
+]
+
+MAX_POOL_PROCESSES = 16  # `camoffload worker --processes N` under one identity: N <= this
 
 Role = Literal["device", "worker", "dashboard", "site"]
 Access = Literal["read", "write"]
@@ -89,10 +100,17 @@ def acl_rules(identity: Identity, topics: Topics) -> list[tuple[Access, str]]:
         rules = [rule for d in identity.devices for rule in _device_rules(topics, d)]
         return [*rules, ("read", topics.worker_status_filter)]
     if identity.role == "worker":
+        # Its own status, and that of each process `worker --processes N` runs under
+        # this identity (ids <name>-1 .. <name>-N: MQTT's ACL has no partial wildcard).
+        pool: list[tuple[Access, str]] = [
+            ("write", topics.worker_status(f"{identity.name}-{i}"))
+            for i in range(1, MAX_POOL_PROCESSES + 1)
+        ]
         return [
             ("read", topics.frames_filter),
             ("write", f"{topics.prefix}/results/+"),
             ("write", topics.worker_status(identity.name)),
+            *pool,
         ]
     return [
         ("read", f"{topics.prefix}/status/#"),

@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_specialize(args, argv)
         if args.command == "dashboard":
             return run_dashboard_command(args)
-        return run_runtime_command(args)
+        return run_runtime_command(args, argv)
     except asyncio.CancelledError:
         logger.warning("aborted")
         return 130

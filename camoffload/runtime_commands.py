@@ -10,6 +10,7 @@ import dataclasses
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from camoffload.lifecycle import run_with_signals
@@ -73,6 +74,18 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
         "--slowdown",
         type=float,
         help="worker.slowdown: each batch takes this many times as long (load emulation)",
+    )
+    group.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="run N worker processes on this box (ids <worker-id>-1..N), each on its "
+        "share of the cores, restarted if one dies (default 1)",
+    )
+    group.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="with --processes: leave the processes unpinned (one core share each by default)",
     )
 
 
@@ -332,13 +345,17 @@ def _cmd_replay(config: Config, args: argparse.Namespace) -> int:
     return run_with_signals(main)
 
 
-def run_runtime_command(args: argparse.Namespace) -> int:
+def run_runtime_command(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     """Run ``worker``, ``edge``, ``demo`` or ``replay`` (or, with ``--validate-config``,
     print the config it would run with)."""
     config = config_from_args(args)
     if args.validate_config:
         _print_config(config)
         return 0
+    if args.command == "worker" and args.processes != 1:
+        from camoffload.worker_pool import run_pool_command
+
+        return run_pool_command(config, processes=args.processes, pin=not args.no_pin, argv=argv)
     if args.command == "worker":
         return _cmd_worker(config)
     if args.command == "edge":

@@ -47,6 +47,7 @@ from broker import (
     load_key_pair,
     verify_password,
 )
+from broker.acl import MAX_POOL_PROCESSES
 from broker.hardened import HARDENED_MAX_PACKET_BYTES, HardenedFiles
 from camoffload.cli import main as cli_main
 from edge_node import EdgeNode, ImageFolderSource, Ledger
@@ -232,6 +233,7 @@ def test_acl_and_config_text_follow_the_roles(tmp_path: Path) -> None:
         "topic read p/frames/+",
         "topic write p/results/+",
         "topic write p/status/workers/w1",
+        *(f"topic write p/status/workers/w1-{i}" for i in range(1, MAX_POOL_PROCESSES + 1)),
     ]
     assert blocks["user d1"] == [
         "topic read p/status/#",
