@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -96,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except asyncio.CancelledError:
         logger.warning("aborted")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and no traceback as the
+        # interpreter flushes stdout on its way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (CamoffloadError, BaseExceptionGroup) as exc:
         errors = _errors(exc)
         if not errors:

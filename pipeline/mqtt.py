@@ -28,7 +28,7 @@ from aiomqtt import ProtocolVersion, TLSParameters, Will
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from pipeline import paho_publish
+from pipeline import paho_properties, paho_publish, paho_socket
 from pipeline.config import BrokerConfig
 from pipeline.errors import ProtocolError
 from pipeline.ratelog import RateLimitedLog
@@ -138,6 +138,8 @@ def make_client(
     ``manual_ack``, call :func:`acknowledge` for each message; ``receive_maximum`` (MQTT
     5) bounds how many the broker sends unacknowledged."""
     paho_publish.install()
+    paho_socket.install()
+    paho_properties.install()
     tls_params = None
     if broker.tls:
         tls_params = TLSParameters(

@@ -27,7 +27,7 @@ from paho.mqtt import _packet
 from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties, VariableByteIntegers
+from paho.mqtt.properties import VariableByteIntegers
 
 __all__ = [
     "CHECKED_PAHO_VERSIONS",
@@ -75,7 +75,9 @@ def _decode_publish(
             end = pos + vbi_len + props_len
             if end > len(view):
                 raise struct.error(f"properties of {props_len} bytes run past the packet")
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            # paho's name for the class, which pipeline.paho_properties may have made
+            # the fast one.
+            properties = _packet.Properties(PacketTypes.PUBLISH)  # type: ignore[attr-defined,no-untyped-call]
             _, used = properties.unpack(bytes(view[pos:end]))  # type: ignore[no-untyped-call]
             pos += used
         payload = bytes(view[pos:])

@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from pipeline.errors import ConfigError
+from pipeline.paho_properties import new_properties
 
 __all__ = ["ReplyTarget", "Topics", "reply_target", "request_properties", "validate_level"]
 
@@ -131,7 +132,7 @@ class Topics:
 
 
 def _publish_properties() -> Properties:
-    return Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped
+    return new_properties(PacketTypes.PUBLISH)
 
 
 def request_properties(response_topic: str, correlation: bytes | None) -> Properties:

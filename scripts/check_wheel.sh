@@ -63,8 +63,13 @@ run_outside() {  # run_outside LABEL: the two commands, from a folder with nothi
     || { echo "check_wheel: not every frame was decided exactly once" >&2; exit 1; }
   grep -q "^people in view  *up to [1-9]" <<<"$out" \
     || { echo "check_wheel: the demo saw no people from the $label" >&2; exit 1; }
-  "$work/venv/bin/camoffload" eval --list | grep -q seed-study \
-    || { echo "check_wheel: eval --list shows no built-in suite from the $label" >&2; exit 1; }
+  # Captured first: grep -q stops reading at its match, and under pipefail the list's
+  # writer would fail on the closed pipe.
+  suites=$("$work/venv/bin/camoffload" eval --list)
+  for suite in seed-study security specialize; do
+    grep -q "^$suite " <<<"$suites" \
+      || { echo "check_wheel: eval --list lacks the built-in suite $suite from the $label" >&2; exit 1; }
+  done
   # The shipped weights (sha256-checked against the manifest), router and calibrations.
   "$work/venv/bin/python" - <<'PY' || { echo "check_wheel: the $label's models do not load" >&2; exit 1; }
 from pipeline.calibration import default_calibration_path, load_calibration

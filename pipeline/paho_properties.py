@@ -1,0 +1,119 @@
+"""MQTT 5 properties without rebuilding paho's tables for every packet.
+
+paho-mqtt's ``Properties.__init__`` builds two dictionaries of 27 entries (names, and
+ids with their types) for every object, and each attribute set compares the name with
+every known one, stripping spaces from all 27 each time. A worker answering one frame
+per message makes three such objects a frame (the request's, its reply's, the reply's
+PUBACK's): in a profile of 10,000 frames that was ~1.2 s of the worker's 9.9 s, about
+2 million ``str.replace`` calls (``bench/profile_worker.py``).
+
+:class:`FastProperties` is paho's class with those tables built once, per class: the
+same attributes, the same checks and the same errors, in dictionary lookups. Every
+method paho calls on a ``Properties`` (``pack``, ``unpack``, ``json``, ``isEmpty``,
+``__str__``) is paho's own, reading the shared tables; nothing writes to them.
+:func:`install` makes it the ``Properties`` that paho's client and packet decoders and
+this project create. Installed only over paho releases it was checked against, like
+:mod:`pipeline.paho_publish`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import paho.mqtt
+from paho.mqtt import _packet
+from paho.mqtt import client as paho_client
+from paho.mqtt.exception import MQTTException
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from pipeline.paho_publish import CHECKED_PAHO_VERSIONS
+
+__all__ = ["FastProperties", "install", "installed", "new_properties"]
+
+logger = logging.getLogger(__name__)
+
+_TABLES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped
+_IDENT = {name.replace(" ", ""): ident for name, ident in _TABLES.names.items()}
+_PRIVATE = frozenset({"packetType", "types", "names", "properties"})
+_RANGES = {
+    "ReceiveMaximum": (1, 65535),
+    "TopicAlias": (1, 65535),
+    "TopicAliasMaximum": (0, 65535),
+    "MaximumPacketSize": (1, 268435455),
+    "SubscriptionIdentifier": (1, 268435455),
+}
+_FLAGS = frozenset(
+    {"RequestResponseInformation", "RequestProblemInformation", "PayloadFormatIndicator"}
+)
+_MULTIPLE = frozenset({11, 38})
+
+
+class FastProperties(Properties):
+    def __init__(self, packetType: int) -> None:  # noqa: N803 - paho's own name
+        object.__setattr__(self, "packetType", packetType)
+        object.__setattr__(self, "types", _TABLES.types)
+        object.__setattr__(self, "names", _TABLES.names)
+        object.__setattr__(self, "properties", _TABLES.properties)
+
+    def getIdentFromName(self, compressedName: str) -> int:  # noqa: N802, N803
+        return _IDENT.get(compressedName, -1)
+
+    def allowsMultiple(self, compressedName: str) -> bool:  # noqa: N802, N803
+        return _IDENT.get(compressedName, -1) in _MULTIPLE
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        name = name.replace(" ", "")
+        if name in _PRIVATE:
+            object.__setattr__(self, name, value)
+            return
+        ident = _IDENT.get(name)
+        if ident is None:
+            raise MQTTException(f"Property name must be one of {self.names.keys()}")
+        if self.packetType not in self.properties[ident][1]:
+            raise MQTTException(
+                f"Property {name} does not apply to packet type "
+                f"{PacketTypes.Names[self.packetType]}"
+            )
+        if not isinstance(value, list):
+            if name in _RANGES:
+                low, high = _RANGES[name]
+                if value < low or value > high:
+                    raise MQTTException(f"{name} property value must be in the range {low}-{high}")
+            elif name in _FLAGS and value not in (0, 1):
+                raise MQTTException(f"{name} property value must be 0 or 1")
+        if ident in _MULTIPLE:
+            if not isinstance(value, list):
+                value = [value]
+            if hasattr(self, name):
+                value = object.__getattribute__(self, name) + value
+        object.__setattr__(self, name, value)
+
+
+def install() -> bool:
+    """Make :class:`FastProperties` the ``Properties`` paho creates; True if in use."""
+    if installed():
+        return True
+    if paho.mqtt.__version__ not in CHECKED_PAHO_VERSIONS:
+        logger.warning(
+            "paho-mqtt %s is not a release camoffload was checked against (%s): keeping "
+            "paho's own MQTT 5 properties, which rebuild their tables for every packet",
+            paho.mqtt.__version__,
+            ", ".join(sorted(CHECKED_PAHO_VERSIONS)),
+        )
+        return False
+    # Both modules call it by the name they imported: the module attributes are the seam.
+    paho_client.Properties = FastProperties  # type: ignore[attr-defined]
+    _packet.Properties = FastProperties  # type: ignore[attr-defined]
+    return True
+
+
+def installed() -> bool:
+    return paho_client.Properties is FastProperties  # type: ignore[attr-defined]
+
+
+def new_properties(packet_type: int) -> Properties:
+    """Properties for a packet of ``packet_type``: the fast kind once installed."""
+    cls = FastProperties if installed() else Properties
+    return cls(packet_type)
