@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import aiomqtt
 
 from cloud_worker.metrics import WorkerMetrics
+from pipeline.mqtt import Client
 from pipeline.protocol import MAX_BUNDLE_FRAMES, ErrorReply, Reply, ReplyBundle
 from pipeline.topics import ReplyTarget
 
@@ -37,7 +38,7 @@ class ReplyPublisher:
         self._worker_id = worker_id
         self._qos = qos
         self._metrics = metrics
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Future[None]] = set()
 
     async def reply(self, client: aiomqtt.Client, target: ReplyTarget, reply: Reply) -> None:
         """Publish ``reply`` alone; waits only while too many are unacknowledged."""
@@ -97,14 +98,20 @@ class ReplyPublisher:
         self._publish_now(client, target, data)
 
     def _publish_now(self, client: aiomqtt.Client, target: ReplyTarget, data: bytes) -> None:
-        task = asyncio.create_task(
-            client.publish(target.topic, data, qos=self._qos, properties=target.properties)
-        )
-        self._sending.add(task)
-        task.add_done_callback(self._sent)
+        sending: asyncio.Future[None]
+        if isinstance(client, Client):  # no task, event and timeout per reply
+            sending = client.publish_soon(
+                target.topic, data, qos=self._qos, properties=target.properties
+            )
+        else:
+            sending = asyncio.create_task(
+                client.publish(target.topic, data, qos=self._qos, properties=target.properties)
+            )
+        self._sending.add(sending)
+        sending.add_done_callback(self._sent)
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+    def _sent(self, sending: asyncio.Future[None]) -> None:
+        self._sending.discard(sending)
+        if not sending.cancelled() and (exc := sending.exception()) is not None:
             # The edge falls back at its deadline; nothing else can be done for it.
             logger.warning("worker %s: a reply was not delivered: %s", self._worker_id, exc)
