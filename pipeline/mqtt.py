@@ -19,6 +19,7 @@ import asyncio
 import logging
 import random
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -82,6 +83,8 @@ class Client(aiomqtt.Client):
         self.discarded = 0  # dropped: must stay 0 where messages matter
         self._discards = RateLimitedLog(logger, f"mqtt client {self.identifier}")
         self._unacked: dict[int, asyncio.Future[None]] = {}  # publish_soon's, by mid
+        self._loop_thread = threading.get_ident()  # built inside the running loop
+        self._flush_soon = False
 
     # aiomqtt's private hook, the one place a message enters its queue (the same in
     # aiomqtt 2.3 to 2.5): here without its warning per discarded message.
@@ -122,7 +125,36 @@ class Client(aiomqtt.Client):
             self._unacked[info.mid] = future
         return future
 
+    @property
+    def messages(self) -> aiomqtt.client.MessagesIterator:
+        """aiomqtt's view of the incoming queue, without a task and a wait per message
+        when one is already there."""
+        return _QueuedMessages(self)
+
     # aiomqtt's private hooks for paho's callbacks (the same in aiomqtt 2.3 to 2.5).
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # From the loop's own thread (every publish and acknowledgement once connected):
+        # write at the end of this turn of the loop, with whatever else is queued by
+        # then. aiomqtt's way, a thread-safe call (a write to the loop's self-pipe) to
+        # add a writer and remove it again, cost a system call and two epoll updates a
+        # packet.
+        if threading.get_ident() != self._loop_thread:
+            super()._on_socket_register_write(client, userdata, sock)
+        elif not self._flush_soon:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush, client, userdata, sock)
+
+    def _flush(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._flush_soon = False
+        try:
+            client.loop_write()
+        except Exception as exc:  # noqa: BLE001 - as aiomqtt's writer: the connection broke
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+            return
+        if client.want_write():  # the socket is full: wait until it drains, as aiomqtt does
+            super()._on_socket_register_write(client, userdata, sock)
+
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
     ) -> None:
@@ -161,6 +193,17 @@ class Client(aiomqtt.Client):
             ended = self._disconnected
             if ended.done() and not ended.cancelled() and (why := ended.exception()):
                 logger.debug("mqtt client %s: the connection had ended: %s", self.identifier, why)
+
+
+class _QueuedMessages(aiomqtt.client.MessagesIterator):
+    """A message already queued is returned at once; only an empty queue waits (with
+    aiomqtt's task and its watch for a disconnection)."""
+
+    async def __anext__(self) -> aiomqtt.Message:
+        queue = self._client._queue
+        if not queue.empty():
+            return queue.get_nowait()
+        return await super().__anext__()
 
 
 def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
