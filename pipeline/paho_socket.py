@@ -1,4 +1,5 @@
-"""Reading the broker's socket in chunks, not a byte at a time.
+"""Reading the broker's socket in chunks, not a byte at a time; writing what is queued
+in one ``send``.
 
 paho-mqtt 2.x reads each packet's fixed header one byte per ``recv`` (the command byte,
 then each byte of the remaining length), then the rest: four system calls for a PUBACK,
@@ -12,8 +13,17 @@ paho's small reads are served from what it holds. Two seams, both in paho's
 packets as are in flight, and then returns: with whole packets still in the buffer and
 nothing more on the socket, the event loop would never call it again, so it goes on
 until the buffer is empty). The buffer belongs to the socket it was read from: a new
-connection starts empty. Installed only over paho releases it was checked against,
-like :mod:`pipeline.paho_publish`.
+connection starts empty.
+
+On the way out paho writes each queued packet with its own ``send``: a worker's PUBACK
+and its reply, queued in the same turn of the loop, are two system calls. Before paho
+writes, the packets at the head of its queue that need nothing done once written (any
+but a QoS 0 PUBLISH, whose ``on_publish`` paho calls then, and a DISCONNECT) are joined
+into one, up to :data:`WRITE_CHUNK` bytes: one ``send``, and one TCP segment for the
+broker to read instead of several.
+
+Installed only over paho releases it was checked against, like
+:mod:`pipeline.paho_publish`.
 """
 
 from __future__ import annotations
@@ -27,14 +37,18 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from pipeline.paho_publish import CHECKED_PAHO_VERSIONS
 
-__all__ = ["READ_CHUNK", "install", "installed"]
+__all__ = ["READ_CHUNK", "WRITE_CHUNK", "install", "installed"]
 
 logger = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
+WRITE_CHUNK = 64 * 1024
 
 _paho_sock_recv = PahoClient._sock_recv
 _paho_loop_read = PahoClient.loop_read
+_paho_packet_write = PahoClient._packet_write
+_PUBLISH = 0x30
+_DISCONNECT = 0xE0
 
 
 class _ReadBuffer:
@@ -75,6 +89,36 @@ def _loop_read(self: PahoClient, max_packets: int = 1) -> MQTTErrorCode:
             return rc
 
 
+def _plain(packet: Any) -> bool:  # paho's _OutPacket, a TypedDict
+    """Nothing to do once it is written, and nothing of it written yet."""
+    command = packet["command"] & 0xF0
+    quiet = command != _DISCONNECT and not (command == _PUBLISH and packet["qos"] == 0)
+    return quiet and packet["pos"] == 0 and packet["to_process"] < WRITE_CHUNK
+
+
+def _packet_write(self: PahoClient) -> MQTTErrorCode:
+    queue = self._out_packet
+    if len(queue) > 1 and _plain(queue[0]) and _plain(queue[1]):
+        joined = [queue.popleft()]
+        size = joined[0]["to_process"]
+        while queue and _plain(queue[0]) and size + queue[0]["to_process"] <= WRITE_CHUNK:
+            size += queue[0]["to_process"]
+            joined.append(queue.popleft())
+        queue.appendleft(
+            {
+                "command": 0,  # none: paho does nothing more once it is written
+                "mid": 0,
+                "qos": 0,
+                "pos": 0,
+                "to_process": size,
+                "packet": b"".join(bytes(p["packet"]) for p in joined),
+                "info": None,
+            }
+        )
+    rc: MQTTErrorCode = _paho_packet_write(self)
+    return rc
+
+
 def install() -> bool:
     """Buffer every paho client's reads in this process; True if in use."""
     if installed():
@@ -90,6 +134,7 @@ def install() -> bool:
     client: Any = PahoClient
     client._sock_recv = _sock_recv
     client.loop_read = _loop_read
+    client._packet_write = _packet_write
     return True
 
 

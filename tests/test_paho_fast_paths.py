@@ -193,3 +193,40 @@ def test_a_large_payload_reads_whole() -> None:
         got += client._sock_recv(len(big) - len(got))
     assert bytes(got) == big
     assert sock.recvs <= 5
+
+
+class _Sent:
+    """A socket that records each send (and takes it whole)."""
+
+    def __init__(self) -> None:
+        self.sends: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.sends.append(bytes(data))
+        return len(data)
+
+    def close(self) -> None:
+        pass
+
+
+def test_queued_packets_go_in_one_send_but_a_qos0_publish_keeps_its_callback() -> None:
+    assert paho_socket.install()
+    sock = _Sent()
+    client = _client_on(sock)
+    published: list[int] = []
+    client.on_publish = lambda *args: published.append(args[2])
+    # As under aiomqtt: queued packets wait for the event loop to write them.
+    client.on_socket_register_write = lambda *_args: None
+    pubacks = [bytes([0x40, 0x02, 0x00, i]) for i in range(1, 4)]
+    for i, packet in enumerate(pubacks, start=1):
+        client._packet_queue(0x40, packet, i, 1)
+    info = client.publish("t", b"x", qos=0)
+    client._packet_queue(0x40, bytes([0x40, 0x02, 0x00, 9]), 9, 1)
+    assert client._packet_write() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    # The three PUBACKs in one send; the QoS 0 PUBLISH on its own (paho calls its
+    # on_publish once written); the last PUBACK alone after it.
+    assert sock.sends[0] == b"".join(pubacks)
+    assert len(sock.sends) == 3
+    assert sock.sends[2] == bytes([0x40, 0x02, 0x00, 9])
+    assert published == [info.mid]
+    assert info.is_published()
