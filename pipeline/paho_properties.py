@@ -19,21 +19,17 @@ this project create. Installed only over paho releases it was checked against, l
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import paho.mqtt
 from paho.mqtt import _packet
 from paho.mqtt import client as paho_client
 from paho.mqtt.exception import MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers
 
-from pipeline.paho_publish import CHECKED_PAHO_VERSIONS
+from pipeline.paho_publish import checked_release
 
 __all__ = ["FastProperties", "install", "installed", "new_properties"]
-
-logger = logging.getLogger(__name__)
 
 _TABLES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped
 _IDENT = {name.replace(" ", ""): ident for name, ident in _TABLES.names.items()}
@@ -115,13 +111,7 @@ def install() -> bool:
     """Make :class:`FastProperties` the ``Properties`` paho creates; True if in use."""
     if installed():
         return True
-    if paho.mqtt.__version__ not in CHECKED_PAHO_VERSIONS:
-        logger.warning(
-            "paho-mqtt %s is not a release camoffload was checked against (%s): keeping "
-            "paho's own MQTT 5 properties, which rebuild their tables for every packet",
-            paho.mqtt.__version__,
-            ", ".join(sorted(CHECKED_PAHO_VERSIONS)),
-        )
+    if not checked_release("paho's MQTT 5 properties, which rebuild their tables per packet"):
         return False
     # Both modules call it by the name they imported: the module attributes are the seam.
     paho_client.Properties = FastProperties  # type: ignore[attr-defined]

@@ -31,6 +31,7 @@ from paho.mqtt.properties import VariableByteIntegers
 
 __all__ = [
     "CHECKED_PAHO_VERSIONS",
+    "checked_release",
     "decode_publish",
     "install",
     "installed",
@@ -96,20 +97,28 @@ decode_publish = _packet.convert_exception(_decode_publish)
 """A drop-in for paho's ``decode_publish``: its errors become ``MalformedPacket`` alike."""
 
 
+def checked_release(keeping: str) -> bool:
+    """Whether this paho is a release the project's patches were checked against; if
+    not, say once per patch what paho's own way, ``keeping``, costs."""
+    if paho.mqtt.__version__ in CHECKED_PAHO_VERSIONS:
+        return True
+    # Loud on purpose: pyproject bounds paho to the checked releases, so this runs only
+    # where someone forced another release in (and tests fail there).
+    logger.warning(
+        "paho-mqtt %s is not a release camoffload was checked against (%s): keeping %s",
+        paho.mqtt.__version__,
+        ", ".join(sorted(CHECKED_PAHO_VERSIONS)),
+        keeping,
+    )
+    return False
+
+
 def install() -> bool:
     """Use :func:`decode_publish` for every paho client in this process; True if it is
     in use, False where this paho release is not one it was checked against."""
     if _packet.decode_publish is decode_publish:
         return True
-    if paho.mqtt.__version__ not in CHECKED_PAHO_VERSIONS:
-        # Loud on purpose: pyproject bounds paho to the checked releases, so this runs
-        # only where someone forced another release in (and tests fail there).
-        logger.warning(
-            "paho-mqtt %s is not a release camoffload was checked against (%s): keeping "
-            "paho's own PUBLISH decoder, which copies large payloads ~7 times",
-            paho.mqtt.__version__,
-            ", ".join(sorted(CHECKED_PAHO_VERSIONS)),
-        )
+    if not checked_release("paho's own PUBLISH decoder, which copies large payloads ~7 times"):
         return False
     # client.py calls it as _packet.decode_publish, so the module attribute is the seam.
     _packet.decode_publish = decode_publish

@@ -28,18 +28,14 @@ Installed only over paho releases it was checked against, like
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import paho.mqtt
 from paho.mqtt.client import Client as PahoClient
 from paho.mqtt.enums import MQTTErrorCode
 
-from pipeline.paho_publish import CHECKED_PAHO_VERSIONS
+from pipeline.paho_publish import checked_release
 
 __all__ = ["READ_CHUNK", "WRITE_CHUNK", "install", "installed"]
-
-logger = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
 WRITE_CHUNK = 64 * 1024
@@ -123,13 +119,7 @@ def install() -> bool:
     """Buffer every paho client's reads in this process; True if in use."""
     if installed():
         return True
-    if paho.mqtt.__version__ not in CHECKED_PAHO_VERSIONS:
-        logger.warning(
-            "paho-mqtt %s is not a release camoffload was checked against (%s): keeping "
-            "paho's byte-at-a-time socket reads",
-            paho.mqtt.__version__,
-            ", ".join(sorted(CHECKED_PAHO_VERSIONS)),
-        )
+    if not checked_release("paho's byte-at-a-time reads and a send per packet"):
         return False
     client: Any = PahoClient
     client._sock_recv = _sock_recv
