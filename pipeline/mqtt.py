@@ -20,7 +20,7 @@ import logging
 import random
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -126,7 +126,7 @@ class Client(aiomqtt.Client):
         return future
 
     @property
-    def messages(self) -> aiomqtt.client.MessagesIterator:
+    def messages(self) -> _QueuedMessages:  # type: ignore[override]
         """aiomqtt's view of the incoming queue, without a task and a wait per message
         when one is already there."""
         return _QueuedMessages(self)
@@ -195,15 +195,26 @@ class Client(aiomqtt.Client):
                 logger.debug("mqtt client %s: the connection had ended: %s", self.identifier, why)
 
 
-class _QueuedMessages(aiomqtt.client.MessagesIterator):
-    """A message already queued is returned at once; only an empty queue waits (with
-    aiomqtt's task and its watch for a disconnection)."""
+class _QueuedMessages:
+    """A message already queued is returned at once; only an empty queue waits, with
+    aiomqtt's own iterator (its task and its watch for a disconnection). Not a subclass:
+    aiomqtt 2.3 nests its iterator class in ``Client``, 2.5 does not."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._waiting: AsyncIterator[aiomqtt.Message] = aiomqtt.Client.messages.fget(client)  # type: ignore[attr-defined]
+
+    def __aiter__(self) -> _QueuedMessages:
+        return self
 
     async def __anext__(self) -> aiomqtt.Message:
         queue = self._client._queue
         if not queue.empty():
             return queue.get_nowait()
-        return await super().__anext__()
+        return await anext(self._waiting)
+
+    def __len__(self) -> int:
+        return self._client._queue.qsize()
 
 
 def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
