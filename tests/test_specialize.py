@@ -24,7 +24,7 @@ from edge_node.ledger import Ledger
 from edge_node.ledger_rows import iter_frames
 from edge_node.specialized_model import SpecializedAnswer, SpecializedModel
 from pipeline.config import load_config
-from pipeline.errors import ConfigError, LedgerError, ModelError
+from pipeline.errors import CamoffloadError, ConfigError, LedgerError, ModelError
 from pipeline.models.specialized import ExitAnswer, SpecializedConfig, SpecializedNet
 from pipeline.models.specialized_weights import (
     ExitMetrics,
@@ -616,3 +616,38 @@ def test_the_specialize_command_refuses_too_few_frames(
     assert cli_main(argv) == 1
     assert "too few to train on" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_runs_ledger_teaches_the_frames_the_cloud_answered(tmp_path: Path) -> None:
+    """``--ledger``: the cloud's detections in a run's ledger are the teacher; frames it
+    did not answer (kept on the camera, or never answered) are left out."""
+    path = tmp_path / "run.sqlite"
+    with Ledger(path, run_id="r") as ledger:
+        for seq in range(6):
+            ledger.capture(f"f{seq}", seq=seq, capture_ts=float(seq), true_label=None)
+        for seq in (0, 2, 3, 5):
+            ledger.decide(
+                f"f{seq}",
+                Decision.CLOUD,
+                decided_ts=seq + 0.5,
+                model="nanodet_coco",
+                detections=[("person", 0.9, (0.1, 0.1, 0.2, 0.4))] * (seq % 3),
+            )
+        ledger.decide("f1", Decision.LOCAL, decided_ts=1.5, model="ssdlite_person", detections=[])
+    teaching = read_teaching(
+        str(default_video()), TINY, end=6, teacher=f"ledger:{path}", min_score=0.35
+    )
+    assert teaching.indices == (0, 2, 3, 5)
+    assert teaching.counts[:, 0].tolist() == [0, 2, 0, 2]
+    assert int(teaching.cells[1, 0].sum()) == 1  # both boxes in one cell, the top left
+
+
+def test_a_ledger_without_cloud_answers_teaches_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    with Ledger(path, run_id="r") as ledger:
+        ledger.capture("f0", seq=0, capture_ts=0.0, true_label=None)
+        ledger.decide("f0", Decision.LOCAL, decided_ts=0.5, model="ssdlite_person", detections=[])
+    with pytest.raises(CamoffloadError, match="no frame answered by the cloud"):
+        read_teaching(str(default_video()), TINY, end=1, teacher=f"ledger:{path}", min_score=0.35)
+    with pytest.raises(CamoffloadError, match="expected reference:<detector> or ledger:<file>"):
+        read_teaching(str(default_video()), TINY, end=1, teacher="teacher", min_score=0.35)
