@@ -18,7 +18,7 @@ import dataclasses
 import json
 import sys
 
-from camoffload.runtime_commands import add_config_options
+from camoffload.runtime_options import add_config_options
 
 __all__ = ["add_config_command", "run_config_command"]
 

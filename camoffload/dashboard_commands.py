@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from camoffload.lifecycle import run_with_signals
-from camoffload.runtime_commands import add_config_options, config_from_args
+from camoffload.runtime_options import add_config_options, config_from_args
 from pipeline.errors import ConfigError
 
 __all__ = ["TOKEN_ENV", "add_dashboard_command", "run_dashboard_command"]

@@ -1,13 +1,11 @@
 """``camoffload worker``, ``edge``, ``demo`` and ``replay``: the commands that run the
-pipeline, and the shared options they read their config from (``--config``, ``--set``,
-``--broker`` and the worker and edge shorthands)."""
+pipeline (their shared options are :mod:`camoffload.runtime_options`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import dataclasses
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -15,148 +13,37 @@ from pathlib import Path
 
 from camoffload.lifecycle import run_with_signals
 from camoffload.report import format_summary
-from pipeline.config import Config, load_config
+from camoffload.runtime_options import (
+    common_options,
+    config_from_args,
+    edge_options,
+    worker_options,
+)
+from pipeline.config import Config
 
-__all__ = [
-    "add_config_options",
-    "add_runtime_commands",
-    "config_from_args",
-    "run_runtime_command",
-]
-
-
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE`` and ``--set SECTION.KEY=VALUE``: where a command's settings come
-    from, besides the CAMOFFLOAD_* environment."""
-    parser.add_argument(
-        "--config",
-        default=os.environ.get("CAMOFFLOAD_CONFIG"),
-        help="TOML config file (default: $CAMOFFLOAD_CONFIG)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one setting (repeatable), e.g. --set edge.deadline_ms=500",
-    )
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    add_config_options(parser)
-    parser.add_argument("--broker", dest="broker_url", help="broker URL, mqtt://host:port")
-    parser.add_argument(
-        "--validate-config", action="store_true", help="print the resolved config and exit"
-    )
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
-
-
-def _worker_options(parser: argparse.ArgumentParser) -> None:
-    """Shorthands for the worker settings people change most (each is a --set too)."""
-    group = parser.add_argument_group("worker")
-    group.add_argument("--worker-id", help="worker.worker_id (also its MQTT client id)")
-    group.add_argument("--model", help="worker.model, e.g. fmnist_exit_resnet")
-    group.add_argument("--device", choices=["cpu", "cuda", "auto"], help="worker.device")
-    group.add_argument(
-        "--half", action="store_true", default=None, help="float16 inference (CUDA only)"
-    )
-    group.add_argument("--max-batch", type=int, help="worker.max_batch")
-    group.add_argument("--max-wait-ms", type=float, help="worker.max_wait_ms")
-    group.add_argument("--max-queue", type=int, help="worker.max_queue")
-    group.add_argument("--threads", type=int, help="worker.threads: torch threads in this worker")
-    group.add_argument(
-        "--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any free)"
-    )
-    group.add_argument(
-        "--slowdown",
-        type=float,
-        help="worker.slowdown: each batch takes this many times as long (load emulation)",
-    )
-    group.add_argument(
-        "--processes",
-        type=int,
-        default=1,
-        help="run N worker processes on this box (ids <worker-id>-1..N), each on its "
-        "share of the cores, restarted if one dies (default 1)",
-    )
-    group.add_argument(
-        "--no-pin",
-        action="store_true",
-        help="with --processes: leave the processes unpinned (one core share each by default)",
-    )
-
-
-def _edge_options(parser: argparse.ArgumentParser) -> None:
-    """Shorthands for the edge settings people change most (each is a --set too)."""
-    group = parser.add_argument_group("edge")
-    group.add_argument("--edge-id", help="edge.edge_id (also its MQTT client id)")
-    group.add_argument("--model", dest="cloud_model", help="edge.model: the cloud model to ask")
-    group.add_argument("--local-model", help="edge.local_model, e.g. fmnist_exit_resnet")
-    group.add_argument(
-        "--task",
-        dest="edge_task",
-        choices=["classify", "detect"],
-        help="edge.task: detect asks for objects (--local-model ssdlite_person --model "
-        "nanodet_coco --policy threshold)",
-    )
-    group.add_argument(
-        "--policy",
-        choices=["cloud-only", "local-only", "threshold", "entropy", "router"],
-        help="edge.policy",
-    )
-    group.add_argument("--threshold", type=float, help="edge.confidence_threshold")
-    group.add_argument("--payload", choices=["jpeg", "raw", "tensor"], help="edge.payload")
-    group.add_argument("--rate", help="edge.rate: real, max or frames/s")
-    group.add_argument("--deadline-ms", type=float, help="edge.deadline_ms")
-    group.add_argument("--ledger", help="edge.ledger_path (SQLite)")
+__all__ = ["add_runtime_commands", "run_runtime_command"]
 
 
 WORKER_SWITCH_INTERVAL_S = 0.0005
 
-_FLAG_SETTINGS = {
-    "worker_id": "worker.worker_id",
-    "model": "worker.model",
-    "device": "worker.device",
-    "half": "worker.half",
-    "max_batch": "worker.max_batch",
-    "max_wait_ms": "worker.max_wait_ms",
-    "threads": "worker.threads",
-    "max_queue": "worker.max_queue",
-    "metrics_port": "worker.metrics_port",
-    "slowdown": "worker.slowdown",
-    "edge_id": "edge.edge_id",
-    "cloud_model": "edge.model",
-    "local_model": "edge.local_model",
-    "edge_task": "edge.task",
-    "policy": "edge.policy",
-    "threshold": "edge.confidence_threshold",
-    "payload": "edge.payload",
-    "rate": "edge.rate",
-    "deadline_ms": "edge.deadline_ms",
-    "ledger": "edge.ledger_path",
-}
-
 
 def add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("worker", help="run a cloud worker")
-    _common(p)
-    _worker_options(p)
+    common_options(p)
+    worker_options(p)
 
     p = sub.add_parser("edge", help="run an edge node on a camera, stream, video or folder")
-    _common(p)
+    common_options(p)
     where = p.add_mutually_exclusive_group(required=True)
     sources = "camera index (0), rtsp://... URL, video file, image folder or fashion-mnist[:test]"
     where.add_argument("source", nargs="?", help=sources)
     where.add_argument("--source", dest="source_option", help="the same, as an option")
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--quiet", action="store_true", help="no live status line")
-    _edge_options(p)
+    edge_options(p)
 
     p = sub.add_parser("demo", help="broker + worker + edge replaying a video, then a summary")
-    _common(p)
+    common_options(p)
     p.add_argument(
         "source",
         nargs="?",
@@ -191,7 +78,7 @@ def add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "progress bar and live status; every frame lands in the ledger file, then a summary. "
         "Starts a local broker and one worker unless --broker is given.",
     )
-    _common(p)
+    common_options(p)
     p.add_argument("source", help="video file, image folder or fashion-mnist[:test][:N]")
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
     p.add_argument(
@@ -212,20 +99,7 @@ def add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         default="auto",
         help="local broker to start when --broker is not given",
     )
-    _edge_options(p)
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The config a command line asks for: ``--config``'s file and the environment, with
-    ``--set``, the worker and edge shorthands and ``--broker`` applied as overrides."""
-    overrides = list(args.overrides)
-    for flag, key in _FLAG_SETTINGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    if args.broker_url:
-        overrides.append(f"broker.url={args.broker_url}")
-    return load_config(args.config, overrides=overrides)
+    edge_options(p)
 
 
 def _print_config(config: Config) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiomqtt
 import numpy as np
@@ -125,3 +127,14 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 30) -> None:
     async with asyncio.timeout(timeout_s):
         while not check():  # noqa: ASYNC110 - polling a plain counter is the point
             await asyncio.sleep(0.01)
+
+
+def with_thresholds(manifest: Path, thresholds: list[float], name: str) -> Path:
+    """A copy of a specialized model's ``manifest`` beside it (the same, verified
+    weights) with these exit thresholds; the model keeps its name."""
+    data = json.loads(manifest.read_text())
+    for entry, threshold in zip(data["exits"], thresholds, strict=True):
+        entry["threshold"] = threshold
+    copy = manifest.with_name(f"{name}.json")
+    copy.write_text(json.dumps(data))
+    return copy

@@ -34,6 +34,7 @@ from pipeline.models.specialized_weights import (
 )
 from pipeline.models.weights import sha256_of
 from pipeline.protocol import Decision
+from tests._helpers import with_thresholds
 
 TINY = SpecializedConfig(widths=(4, 8, 8, 8), input_size=(32, 48), grid=(3, 3))
 FRAMES = 24
@@ -81,16 +82,6 @@ def _save(network: SpecializedNet, teaching: Teaching, folder: Path, name: str =
     """``network`` saved with real, calibrated exit metrics; the manifest's path."""
     exits, offload_share = calibrate_exits(network, teaching, Objective())
     return save_specialized(network, folder, name, _fields(tuple(exits), offload_share))
-
-
-def _with_thresholds(manifest: Path, thresholds: list[float], name: str) -> Path:
-    """A copy of ``manifest`` beside it (same weights) with these exit thresholds."""
-    data = json.loads(manifest.read_text())
-    for entry, threshold in zip(data["exits"], thresholds, strict=True):
-        entry["threshold"] = threshold
-    copy = manifest.with_name(f"{name}.json")
-    copy.write_text(json.dumps(data))
-    return copy
 
 
 def _edit(manifest: Path, **fields: object) -> None:
@@ -430,7 +421,7 @@ def test_the_edge_model_stops_at_the_first_sure_exit(saved: Path, frames: list[n
     """With exit 1 always sure, every frame stops there; with exit 2 always sure, there;
     with no exit sure, the last exit's answer comes back unsure. The counted objects are
     the counts, one (label, presence) each."""
-    first = SpecializedModel(_with_thresholds(saved, [0.0, NEVER, NEVER], "first"))
+    first = SpecializedModel(with_thresholds(saved, [0.0, NEVER, NEVER], "first"))
     assert first.name == "specialized:cam"
     assert first.labels == ("person",)
     for image in frames[:3]:
@@ -442,13 +433,13 @@ def test_the_edge_model_stops_at_the_first_sure_exit(saved: Path, frames: list[n
         _agrees(got)
     assert first.exits_taken == [3, 0, 0]
 
-    second = SpecializedModel(_with_thresholds(saved, [NEVER, 0.0, NEVER], "second"))
+    second = SpecializedModel(with_thresholds(saved, [NEVER, 0.0, NEVER], "second"))
     got = second.answer(frames[0])
     assert (got.sure, got.answer.exit) == (True, 1)
     assert got.detail.startswith("exit 2 sure (")
     assert second.exits_taken == [0, 1, 0]
 
-    never = SpecializedModel(_with_thresholds(saved, [NEVER, NEVER, NEVER], "never"))
+    never = SpecializedModel(with_thresholds(saved, [NEVER, NEVER, NEVER], "never"))
     got = never.answer(frames[0])
     assert (got.sure, got.answer.exit) == (False, 2)
     assert got.detail.startswith("exit 3 unsure (")

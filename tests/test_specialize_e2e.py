@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import json
 import re
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from edge_node.specialized_model import SpecializedModel
 from pipeline.config import Config
 from pipeline.models.specialized import SpecializedConfig
 from pipeline.models.specialized_weights import save_specialized
-from tests._helpers import running_worker
+from tests._helpers import running_worker, with_thresholds
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -65,17 +64,6 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "train_wall_s": 0.0,
     }
     return save_specialized(network, tmp_path_factory.mktemp("specialized"), "cam", fields)
-
-
-def _with_thresholds(manifest: Path, thresholds: list[float], name: str) -> Path:
-    """A copy of ``manifest`` beside it (the same, verified weights) with these exit
-    thresholds; the model keeps its name."""
-    data = json.loads(manifest.read_text())
-    for entry, threshold in zip(data["exits"], thresholds, strict=True):
-        entry["threshold"] = threshold
-    copy = manifest.with_name(f"{name}.json")
-    copy.write_text(json.dumps(data))
-    return copy
 
 
 def _edge(config: Config, manifest: Path, policy: str) -> Config:
@@ -150,7 +138,7 @@ def _answered_by_the_cloud(record: FrameRecord) -> None:
 
 def _exit_one_sureness(manifest: Path) -> list[float]:
     """How sure exit 1 is of each of the clip's first FRAMES frames, as the edge runs it."""
-    model = SpecializedModel(_with_thresholds(manifest, [0.0, NEVER, NEVER], "probe"))
+    model = SpecializedModel(with_thresholds(manifest, [0.0, NEVER, NEVER], "probe"))
     source = VideoSource(str(default_video()))
     try:
         sureness = []
@@ -186,7 +174,7 @@ def test_sure_frames_stay_on_the_camera_and_the_rest_go_to_the_cloud(
     through exits 2 and 3 (never sure) to nanodet_coco and comes back with boxes."""
     sureness = _exit_one_sureness(manifest)
     threshold = _splitting_threshold(sureness)
-    split = _with_thresholds(manifest, [threshold, NEVER, NEVER], "split")
+    split = with_thresholds(manifest, [threshold, NEVER, NEVER], "split")
     ledger_path = tmp_path / "ledger.sqlite"
     summary, records = _run(_edge(config, split, "threshold"), ledger_path)
     _decided_once(summary, records)
@@ -222,7 +210,7 @@ def test_frames_an_exit_answers_never_reach_the_cloud(
 ) -> None:
     """When an exit is always sure (or the policy is local-only), every frame is
     decided on the camera, at that exit, and nothing is sent."""
-    model = _with_thresholds(manifest, thresholds, f"local-{policy}")
+    model = with_thresholds(manifest, thresholds, f"local-{policy}")
     summary, records = _run(_edge(config, model, policy), tmp_path / "ledger.sqlite")
     _decided_once(summary, records)
     assert summary.by_decision == {"local": FRAMES}
@@ -235,7 +223,7 @@ def test_cloud_only_offloads_every_frame_even_when_an_exit_is_sure(
 ) -> None:
     """Policy cloud-only with edge.specialized: exit 1 is always sure, yet every frame
     goes to nanodet_coco and is answered with boxes."""
-    sure = _with_thresholds(manifest, [0.0, 0.0, 0.0], "sure")
+    sure = with_thresholds(manifest, [0.0, 0.0, 0.0], "sure")
     summary, records = _run(_edge(config, sure, "cloud-only"), tmp_path / "ledger.sqlite")
     _decided_once(summary, records)
     assert summary.by_decision == {"cloud": FRAMES}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from camoffload.cli import build_parser
-from camoffload.runtime_commands import config_from_args as load_from_args
+from camoffload.runtime_options import config_from_args as load_from_args
 from cloud_worker.processing import Pending, decode_batch
 from cloud_worker.stats import WorkerStats
 from pipeline.errors import ModelError

@@ -5,6 +5,7 @@ outliving a SIGKILLed pool; a pool whose workers cannot start gives up with stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -134,15 +135,30 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _pool(
-    broker_url: str, prefix: str, *extra: str, stderr: int = subprocess.DEVNULL
-) -> subprocess.Popen[bytes]:
+@contextlib.contextmanager
+def _pool(*options: str, stderr: int = subprocess.DEVNULL) -> Iterator[subprocess.Popen[bytes]]:
+    """``camoffload worker --model null --processes 2`` with these options; killed on the
+    way out if the test left it running."""
     argv = [
-        sys.executable, "-m", "camoffload", "worker", "--broker", broker_url, "--model", "null",
-        "--worker-id", "pool", "--processes", "2", "--set", f"prefix={prefix}",
-        "--set", "worker.status_interval_s=0.2", "--log-level", "WARNING", *extra,
+        sys.executable, "-m", "camoffload", "worker", "--model", "null", "--processes", "2",
+        "--set", "worker.status_interval_s=0.2", "--log-level", "WARNING", *options,
     ]  # fmt: skip
-    return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+    pool = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        yield pool
+    finally:
+        if pool.poll() is None:
+            pool.kill()
+            pool.wait(timeout=30)
+
+
+def _on(broker_url: str, prefix: str) -> tuple[str, ...]:
+    return ("--broker", broker_url, "--worker-id", "pool", "--set", f"prefix={prefix}")
+
+
+def _descendants(pid: int) -> list[int]:
+    """The pool's supervisors and the workers they run."""
+    return [p for s in _children(pid) for p in (s, supervised_child(s))]
 
 
 @pytest.mark.slow
@@ -150,8 +166,7 @@ def _pool(
 def test_two_processes_serve_restart_and_stop_together(
     mosquitto: BrokerInfo, prefix: str, statuses: _Statuses
 ) -> None:
-    pool = _pool(mosquitto.url, prefix)
-    try:
+    with _pool(*_on(mosquitto.url, prefix)) as pool:
         _wait_for(lambda: statuses.online() == {"pool-1", "pool-2"}, 120, "both workers online")
         supervisors = _children(pool.pid)
         assert len(supervisors) == 2
@@ -164,15 +179,11 @@ def test_two_processes_serve_restart_and_stop_together(
         _wait_for(lambda: statuses.online() == {"pool-1", "pool-2"}, 120, "the worker back")
         assert pool.poll() is None
 
-        descendants = [p for s in _children(pool.pid) for p in (s, supervised_child(s))]
+        descendants = _descendants(pool.pid)
         pool.send_signal(signal.SIGTERM)
         assert pool.wait(timeout=90) == 0
         _wait_for(lambda: not any(_alive(p) for p in descendants), 30, "every child gone")
         assert statuses.online() == set()  # each said goodbye (or its will did)
-    finally:
-        if pool.poll() is None:
-            pool.kill()
-            pool.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -180,19 +191,14 @@ def test_two_processes_serve_restart_and_stop_together(
 def test_a_sigkilled_pool_takes_its_workers_with_it(
     mosquitto: BrokerInfo, prefix: str, statuses: _Statuses
 ) -> None:
-    pool = _pool(mosquitto.url, prefix)
-    try:
+    with _pool(*_on(mosquitto.url, prefix)) as pool:
         _wait_for(lambda: statuses.online() == {"pool-1", "pool-2"}, 120, "both workers online")
-        descendants = [p for s in _children(pool.pid) for p in (s, supervised_child(s))]
+        descendants = _descendants(pool.pid)
         assert len(descendants) == 4
         pool.kill()
         pool.wait(timeout=30)
         # The supervisors see their parent gone within a second and stop the workers.
         _wait_for(lambda: not any(_alive(p) for p in descendants), 60, "every child gone")
-    finally:
-        if pool.poll() is None:
-            pool.kill()
-            pool.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -200,15 +206,9 @@ def test_a_sigkilled_pool_takes_its_workers_with_it(
 def test_a_pool_whose_workers_cannot_start_gives_up(prefix: str) -> None:
     """Nothing listens on the broker's port: every child exits at once, and after five
     such exits running the pool stops with status 1 rather than loop for ever."""
-    pool = _pool(
-        "mqtt://127.0.0.1:1", prefix, "--set", "broker.connect_timeout_s=1", stderr=subprocess.PIPE
-    )
-    try:
+    closed = (*_on("mqtt://127.0.0.1:1", prefix), "--set", "broker.connect_timeout_s=1")
+    with _pool(*closed, stderr=subprocess.PIPE) as pool:
         _, stderr = pool.communicate(timeout=200)
-    finally:
-        if pool.poll() is None:
-            pool.kill()
-            pool.wait(timeout=30)
     assert pool.returncode == 1
     assert b"giving up" in stderr
 
@@ -243,23 +243,11 @@ def test_a_pool_under_one_identity_reports_through_the_hardened_broker(
                         return online
         return online
 
-    with hardened_broker(tmp_path / "broker", port=port):
-        argv = [
-            sys.executable, "-m", "camoffload", "worker", "--config", str(worker_toml),
-            "--model", "null", "--processes", "2", "--set", "worker.status_interval_s=0.2",
-            "--log-level", "WARNING",
-        ]  # fmt: skip
-        pool = subprocess.Popen(
-            argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            assert asyncio.run(online_statuses({"pooled-1", "pooled-2"})) == {
-                "pooled-1",
-                "pooled-2",
-            }
-            pool.send_signal(signal.SIGTERM)
-            assert pool.wait(timeout=90) == 0
-        finally:
-            if pool.poll() is None:
-                pool.kill()
-                pool.wait(timeout=30)
+    with (
+        hardened_broker(tmp_path / "broker", port=port),
+        _pool("--config", str(worker_toml)) as pool,
+    ):
+        online = asyncio.run(online_statuses({"pooled-1", "pooled-2"}))
+        assert online == {"pooled-1", "pooled-2"}
+        pool.send_signal(signal.SIGTERM)
+        assert pool.wait(timeout=90) == 0

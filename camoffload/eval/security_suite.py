@@ -43,12 +43,7 @@ from camoffload.eval.security_measures import (
     people,
     vehicles,
 )
-from camoffload.eval.specialize_cells import (
-    exit_shares,
-    offline_exits,
-    train_for_data,
-    with_trained,
-)
+from camoffload.eval.specialize_cells import Taught, exit_shares, teach, with_trained
 from camoffload.eval.suite import DataSpec, LinkSpec, Strategy, Suite
 from camoffload.replay import ReplayOptions, run_replay
 from camoffload.security import COUNT_MIN_SCORE
@@ -58,7 +53,6 @@ from pipeline.calibration import default_calibration_path
 from pipeline.config import Config, load_config
 from pipeline.detection import Detector
 from pipeline.errors import CamoffloadError, ConfigError
-from pipeline.models.specialized_weights import load_specialized
 
 __all__ = ["SecurityData", "check_security_suite", "reference_detections", "run_security"]
 
@@ -206,22 +200,15 @@ async def run_security(
         path = out_dir / f"reference-{data.spec.name}.json"
         path.write_text(json.dumps(reference) + "\n", encoding="utf-8")
         meta["data"][data.spec.name] = _data_meta(data, reference, hand_counts)
-        trained, start = None, 0
+        taught: Taught | None = None
         if suite.analysis == "specialize":
             say(f"data {data.spec.name}: teaching a specialized model the first half")
-            trained, taught = await asyncio.to_thread(
-                train_for_data,
-                data.spec.name,
-                data.path,
-                reference,
-                out_dir,
+            taught = await asyncio.to_thread(
+                teach, data.spec.name, data.path, reference, out_dir,
                 reference_model=data.spec.cloud_model,
-            )
-            start = taught["evaluated_frames"][0]
-            taught["second_half_exits"] = await asyncio.to_thread(
-                offline_exits, trained, data.path, reference, start
-            )
-            meta["data"][data.spec.name]["specialized"] = taught
+            )  # fmt: skip
+            meta["data"][data.spec.name]["specialized"] = taught.meta
+        measured = reference[taught.start :] if taught is not None else reference
         for link in suite.links:
             for strategy in suite.strategies:
                 if stop.is_set():
@@ -229,7 +216,7 @@ async def run_security(
                 done += 1
                 key = f"{data.spec.name}/{link.name}/{strategy.name}"
                 say(f"[{done}/{size}] {key}")
-                cell = Cell(data, link, strategy, reference[start:], start, trained)
+                cell = Cell(data, link, strategy, measured, taught)
                 row = await _run_cell(suite, cell, out_dir, stop)
                 row = {"data": data.spec.name, "link": link.name, "strategy": strategy.name, **row}
                 with (out_dir / "cells.jsonl").open("a", encoding="utf-8") as f:
@@ -253,8 +240,12 @@ class Cell:
     link: LinkSpec
     strategy: Strategy
     reference: list[list[dict[str, Any]]]  # the frames replayed, from ``start``
-    start: int  # the source's frames skipped first
-    trained: Path | None  # the specialized model taught this run (suite specialize)
+    taught: Taught | None  # the specialized model taught this run (suite specialize)
+
+    @property
+    def start(self) -> int:
+        """The source's frames skipped first: the half a model learned from."""
+        return self.taught.start if self.taught is not None else 0
 
 
 async def _run_cell(suite: Suite, cell: Cell, out_dir: Path, stop: asyncio.Event) -> dict[str, Any]:
@@ -262,7 +253,7 @@ async def _run_cell(suite: Suite, cell: Cell, out_dir: Path, stop: asyncio.Event
     ledger = out_dir / "ledgers" / f"{data.spec.name}--{link.name}--{strategy.name}.sqlite"
     ledger.parent.mkdir(exist_ok=True)
     edge_id = f"sec-{strategy.name}"[:60]
-    settings = with_trained(strategy.settings, cell.trained)
+    settings = with_trained(strategy.settings, cell.taught)
     config = cell_config(
         suite,
         data.spec,
@@ -294,9 +285,8 @@ async def _run_cell(suite: Suite, cell: Cell, out_dir: Path, stop: asyncio.Event
         "wall_s": round(wall_s, 1),
         "ledger": str(ledger.relative_to(out_dir)),
     }
-    if cell.trained is not None and "specialized" in settings:
-        exits = len(load_specialized(Path(settings["specialized"]))[0].exits)
-        row["exit_shares"] = exit_shares(records, exits, len(cell.reference))
+    if cell.taught is not None and "specialized" in settings:
+        row["exit_shares"] = exit_shares(records, cell.taught.exits, len(cell.reference))
     return row
 
 

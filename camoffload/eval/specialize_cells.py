@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +22,20 @@ import numpy as np
 
 from camoffload.security import COUNT_MIN_SCORE
 from camoffload.specialize.build import Specialization, build_specialized
-from camoffload.specialize.calibrate import Objective, exit_outputs
+from camoffload.specialize.calibrate import Objective, exit_outputs, exit_scores
 from camoffload.specialize.data import TeacherDetections, read_teaching
 from camoffload.specialize.train import TrainOptions
 from edge_node.ledger_rows import FrameRecord
 from pipeline.models.specialized import SpecializedConfig
-from pipeline.models.specialized_weights import load_specialized
+from pipeline.models.specialized_weights import load_specialized, read_specialized_manifest
 
 __all__ = [
     "TRAINED",
+    "Taught",
     "exit_shares",
     "offline_exits",
+    "teach",
     "teacher_answers",
-    "train_for_data",
     "with_trained",
 ]
 
@@ -59,16 +61,26 @@ def teacher_answers(
     return out
 
 
-def train_for_data(
+@dataclass(frozen=True, slots=True)
+class Taught:
+    """The model a data set taught, and what the report says of it."""
+
+    manifest: Path
+    exits: int
+    start: int  # the first frame measured: the second half's
+    meta: dict[str, Any]
+
+
+def teach(
     name: str,
     source: Path,
     reference: Sequence[Sequence[Mapping[str, Any]]],
     out_dir: Path,
     *,
     reference_model: str,
-) -> tuple[Path, dict[str, Any]]:
-    """Teach a model on the first half of ``reference``'s frames; its manifest and what
-    the report says of it."""
+) -> Taught:
+    """Teach a model on the first half of ``reference``'s frames, and measure each exit
+    alone on the second half."""
     half = int(len(reference) * TRAIN_SHARE)
     job = Specialization(
         source=str(source),
@@ -84,8 +96,8 @@ def train_for_data(
         command="camoffload eval --suite specialize",
     )
     built = build_specialized(job, answers=teacher_answers(reference[:half]), show_progress=False)
-    manifest, _ = load_specialized(built.manifest)
-    return built.manifest, {
+    manifest = read_specialized_manifest(built.manifest)
+    meta = {
         "manifest": str(built.manifest.relative_to(out_dir)),
         "train_frames": list(manifest.train_frames),
         "held_out_frames": list(manifest.held_out_frames),
@@ -94,16 +106,18 @@ def train_for_data(
         "train_wall_s": manifest.train_wall_s,
         "held_out_exits": [msgspec.to_builtins(e) for e in manifest.exits],
         "held_out_offload_share": manifest.offload_share,
+        "second_half_exits": offline_exits(built.manifest, source, reference, half),
     }
+    return Taught(built.manifest, len(manifest.exits), half, meta)
 
 
-def with_trained(settings: Mapping[str, Any], manifest: Path | None) -> dict[str, Any]:
+def with_trained(settings: Mapping[str, Any], taught: Taught | None) -> dict[str, Any]:
     """A strategy's settings with ``specialized = "trained"`` made the trained model's path."""
     out = dict(settings)
     if out.get("specialized") == TRAINED:
-        if manifest is None:
+        if taught is None:
             raise ValueError("a strategy asks for the trained model, but none was trained")
-        out["specialized"] = str(manifest)
+        out["specialized"] = str(taught.manifest)
     return out
 
 
@@ -135,39 +149,24 @@ def offline_exits(
         min_score=loaded.min_score,
         answers=teacher_answers(reference),
     )
-    truth_counts = teaching.counts.numpy()
-    truth_cells = teaching.cells.numpy() >= 0.5
+    truth_counts, truth_cells = teaching.counts.numpy(), teaching.cells.numpy()
     out = []
     waiting = np.ones(len(teaching), dtype=bool)  # not answered by an earlier exit
     for answers, threshold in zip(exit_outputs(network, teaching), loaded.thresholds, strict=True):
-        counts = np.array([a.counts for a in answers])
-        cells = np.stack([a.cells for a in answers]) >= 0.5
         answered = waiting & (np.array([a.sureness for a in answers]) >= threshold)
         waiting &= ~answered
+        there = exit_scores(
+            [a for a, yes in zip(answers, answered, strict=True) if yes],
+            truth_counts[answered],
+            truth_cells[answered],
+        )
         out.append(
             {
-                "presence_f1": _f1(counts > 0, truth_counts > 0),
-                "cell_f1": _f1(cells, truth_cells),
-                "cell_recall": _recall(cells, truth_cells),
-                "count_mae": float(np.mean(np.abs(counts - truth_counts))),
+                **exit_scores(answers, truth_counts, truth_cells),
                 # The frames this exit answers in the cascade, and how right it is there.
                 "answered_share": float(np.mean(answered)),
-                "answered_cell_recall": _recall(cells[answered], truth_cells[answered]),
-                "answered_count_mae": (
-                    float(np.mean(np.abs(counts[answered] - truth_counts[answered])))
-                    if answered.any()
-                    else None
-                ),
+                "answered_cell_recall": there["cell_recall"],
+                "answered_count_mae": there["count_mae"],
             }
         )
     return out
-
-
-def _f1(ours: np.ndarray, truth: np.ndarray) -> float | None:
-    tp, fp, fn = int(np.sum(ours & truth)), int(np.sum(ours & ~truth)), int(np.sum(~ours & truth))
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
-
-
-def _recall(ours: np.ndarray, truth: np.ndarray) -> float | None:
-    positives = int(np.sum(truth))
-    return int(np.sum(ours & truth)) / positives if positives else None

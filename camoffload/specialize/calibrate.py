@@ -35,7 +35,7 @@ from camoffload.specialize.data import Teaching
 from pipeline.models.specialized import ExitAnswer, SpecializedNet, exit_answers
 from pipeline.models.specialized_weights import ExitMetrics
 
-__all__ = ["Objective", "calibrate_exits", "exit_outputs"]
+__all__ = ["Objective", "calibrate_exits", "exit_outputs", "exit_scores"]
 
 NEVER = 1.01  # a threshold no probability reaches: the exit answers nothing
 FLOOR = 0.5  # no surer than a coin toss: such an exit answers nothing, whatever the span says
@@ -113,18 +113,22 @@ def _f1(ours: np.ndarray, truth: np.ndarray) -> tuple[float | None, float | None
     return f1, recall
 
 
-def _alone(answers: Sequence[ExitAnswer], teaching: Teaching) -> dict[str, float | None]:
-    """One exit answering every held-out frame."""
-    counts = np.array([a.counts for a in answers])
-    truth = teaching.counts.numpy()
-    presence_f1, presence_recall = _f1(counts > 0, truth > 0)
-    cells = np.stack([a.cells for a in answers]) >= 0.5
-    cell_f1, cell_recall = _f1(cells, teaching.cells.numpy() >= 0.5)
+def exit_scores(
+    answers: Sequence[ExitAnswer], counts: np.ndarray, cells: np.ndarray
+) -> dict[str, float | None]:
+    """One exit's answers against the teacher's ``counts`` (frames, labels) and
+    ``cells`` (frames, labels, rows, columns); all None for no frames."""
+    if not answers:
+        keys = ("presence_f1", "presence_recall", "count_accuracy", "count_mae")
+        return dict.fromkeys((*keys, "cell_f1", "cell_recall"))
+    ours = np.array([a.counts for a in answers])
+    presence_f1, presence_recall = _f1(ours > 0, counts > 0)
+    cell_f1, cell_recall = _f1(np.stack([a.cells for a in answers]) >= 0.5, cells >= 0.5)
     return {
         "presence_f1": presence_f1,
         "presence_recall": presence_recall,
-        "count_accuracy": float(np.mean(np.all(counts == truth, axis=1))),
-        "count_mae": float(np.mean(np.abs(counts - truth))),
+        "count_accuracy": float(np.mean(np.all(ours == counts, axis=1))),
+        "count_mae": float(np.mean(np.abs(ours - counts))),
         "cell_f1": cell_f1,
         "cell_recall": cell_recall,
     }
@@ -165,7 +169,7 @@ def calibrate_exits(
         threshold = _threshold(graded, objective, len(network.config.labels))
         stopped = [j for j in remaining if answers[j].sureness >= threshold]
         remaining = [j for j in remaining if answers[j].sureness < threshold]
-        alone = _alone(answers, held_out)
+        alone = exit_scores(answers, held_out.counts.numpy(), held_out.cells.numpy())
         metrics.append(
             ExitMetrics(
                 presence_f1=alone["presence_f1"],

@@ -139,7 +139,7 @@ def read_teaching(
     reader = open_source(source)
     try:
         fps = reader.fps
-        while len(indices) < end and (frame := reader.read()) is not None:
+        while (frame := reader.read()) is not None:
             index = frame.index
             if index >= end:
                 break
