@@ -32,6 +32,8 @@ from pipeline.protocol import (
     PayloadCodec,
     ReplyBundle,
     Result,
+    ResultColumns,
+    ResultRow,
     TensorDType,
     decode_frames,
     decode_replies,
@@ -77,6 +79,9 @@ def main() -> None:
     frame, split_frame, reply = request.to_bytes(), split.to_bytes(), result.to_bytes()
     frames = FrameBundle(edge_id="cam-1", frames=(frame,) * 32).to_bytes()
     replies = ReplyBundle(replies=(reply,) * 32).to_bytes()
+    row_fields = {k: v for k, v in result_fields.items() if k != "worker_id"}
+    rows = [ResultRow(**row_fields) for _ in range(32)]
+    columns = ResultColumns.of_rows(rows, worker_id="w1").to_bytes()
     # A bundle of 16 split-1 activations as uint8 codes (~600 KB): how a bundle is
     # encoded, against MessagePack's own packer on the same message.
     split_members = tuple(bytes(37_632 + 250) for _ in range(16))
@@ -108,6 +113,19 @@ def main() -> None:
         "Result.to_bytes": (result.to_bytes, 1),
         "decode_replies (one reply)": (lambda: decode_replies(reply), 1),
         "decode_replies (bundle of 32), per reply": (lambda: decode_replies(replies), 32),
+        "32 Results built and bundled, per reply (a worker, before columns)": (
+            lambda: ReplyBundle(
+                replies=tuple(Result(**result_fields).to_bytes() for _ in range(32))
+            ).to_bytes(),
+            32,
+        ),
+        "32 rows as ResultColumns, per reply (a worker, columns)": (
+            lambda: ResultColumns.of_rows(
+                [ResultRow(**row_fields) for _ in range(32)], worker_id="w1"
+            ).to_bytes(),
+            32,
+        ),
+        "decode_replies (columns of 32), per reply": (lambda: decode_replies(columns), 32),
     }
     timings: dict[str, float] = {}
     print("| step | us per message |\n|---|---:|")

@@ -1,7 +1,6 @@
 """The asyncio cloud worker: shared subscription, dynamic batching, replies."""
 
-from cloud_worker.batching import next_batch
 from cloud_worker.stats import WorkerStats
 from cloud_worker.worker import CloudWorker
 
-__all__ = ["CloudWorker", "WorkerStats", "next_batch"]
+__all__ = ["CloudWorker", "WorkerStats"]

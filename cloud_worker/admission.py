@@ -13,7 +13,7 @@ both ask :meth:`Admission.ready_ts`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cloud_worker.stats import WorkerStats
@@ -55,26 +55,54 @@ class Admission:
         now: float | None = None,
     ) -> Refusal | None:
         """None to take ``request`` (arrived on ``topic``), else why not."""
+        verdicts = self.check_all(
+            topic, target, [request], draining=draining, frames_ahead=frames_ahead, now=now
+        )
+        return verdicts[0]
+
+    def check_all(
+        self,
+        topic: str,
+        target: ReplyTarget | None,
+        requests: Sequence[FrameRequest],
+        *,
+        draining: bool,
+        frames_ahead: int,
+        now: float | None = None,
+    ) -> list[Refusal | None]:
+        """:meth:`check` for each request of one message, in order: what they share
+        (where to reply, the worker's state, the topic's edge, the served model, the
+        clock) is read once, and each request taken counts as ahead of the next."""
         if target is None:
-            return Refusal(ErrorCode.BAD_REQUEST, "nowhere to reply")
+            return [Refusal(ErrorCode.BAD_REQUEST, "nowhere to reply")] * len(requests)
         if draining:
-            return Refusal(ErrorCode.SHUTTING_DOWN, "worker is shutting down")
+            return [Refusal(ErrorCode.SHUTTING_DOWN, "worker is shutting down")] * len(requests)
         topic_edge = self._topics.edge_of_frames_topic(topic)
+        served = self._served_model()
+        now = time.time() if now is None else now
+        verdicts: list[Refusal | None] = []
+        for request in requests:
+            refused = self._refuse(request, topic_edge, served, frames_ahead + 1, now)
+            verdicts.append(refused)
+            frames_ahead += refused is None
+        return verdicts
+
+    def _refuse(
+        self, request: FrameRequest, topic_edge: str | None, served: str, frames: int, now: float
+    ) -> Refusal | None:
         if topic_edge != request.edge_id:
             return Refusal(
                 ErrorCode.BAD_REQUEST,
                 f"edge_id {request.edge_id!r} does not match the topic's {topic_edge!r}",
             )
-        served = self._served_model()
         if request.model != served:
             return Refusal(
                 ErrorCode.UNKNOWN_MODEL, f"this worker serves {served!r}, not {request.model!r}"
             )
-        now = time.time() if now is None else now
         deadline = Deadline(request.deadline_ts)
         if deadline.passed(now):
             return Refusal(ErrorCode.EXPIRED, "deadline passed on arrival")
-        ready = self.ready_ts(frames_ahead + 1, now)
+        ready = self.ready_ts(frames, now)
         if not deadline.met_by(ready):
             return Refusal(
                 ErrorCode.EXPIRED,

@@ -13,6 +13,7 @@ One bad payload gets its own error reply; it never fails the rest of the batch.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from pipeline.protocol import (
     FrameRequest,
     PayloadCodec,
     Result,
+    ResultRow,
     TensorDType,
 )
 from pipeline.protocol import Reply as ReplyMessage
@@ -40,14 +42,24 @@ from pipeline.topics import ReplyTarget
 
 __all__ = [
     "DecodedBatch",
+    "Packing",
     "Pending",
     "ServedModel",
+    "WorkerReply",
     "classify_batch",
     "decode_batch",
     "process_batch",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class Packing(enum.Enum):
+    """How a request's answer travels, as the message it came in asks."""
+
+    ALONE = "alone"  # a message of its own, with the request's correlation data
+    MEMBERS = "members"  # a member of one ReplyBundle per batch
+    COLUMNS = "columns"  # results as one ResultColumns per batch; the rest as members
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +69,12 @@ class Pending:
     request: FrameRequest
     target: ReplyTarget
     received_mono: float  # time.monotonic() on arrival, for queue time
-    bundled: bool = False  # it came in a bundle, so its answer may go in one
+    packing: Packing = Packing.ALONE
+
+
+# What the inference thread hands back per request: a reply envelope, or a result as a
+# row of columns (built without a Result per frame).
+WorkerReply = ReplyMessage | ResultRow
 
 
 _IMAGE = -1  # group key of whole images; split points are >= 1
@@ -164,8 +181,9 @@ def _forward(model: ServedModel, key: int) -> Callable[[Sequence[Decoded]], Sequ
 
 def _reply(
     model: ServedModel, answer: Answer, item: Pending, worker_id: str, **timings: Any
-) -> ReplyMessage:
-    """The reply carrying ``answer``: a :class:`Result` or a :class:`DetectionResult`."""
+) -> WorkerReply:
+    """The reply carrying ``answer``: a :class:`Result` (a row, for a columns reply) or
+    a :class:`DetectionResult`."""
     frame_id = item.request.frame_id
     if isinstance(model, Detector):
         assert isinstance(answer, list)
@@ -174,6 +192,20 @@ def _reply(
         )
     assert isinstance(answer, Prediction)
     spec = model.spec
+    if item.packing is Packing.COLUMNS:
+        return ResultRow(
+            frame_id,
+            answer.label,
+            spec.labels[answer.label],
+            answer.topk_labels,
+            answer.topk_scores,
+            spec.name,
+            spec.version,
+            timings["queue_ms"],
+            timings["decode_ms"],
+            timings["inference_ms"],
+            timings["batch_size"],
+        )
     return Result(
         frame_id=frame_id,
         worker_id=worker_id,
@@ -198,7 +230,7 @@ class DecodedBatch:
     """A batch after decoding: arrays grouped by forward pass, and the errors so far."""
 
     batch: list[Pending]
-    replies: list[ReplyMessage | None]  # an error for each request that did not decode
+    replies: list[WorkerReply | None]  # an error for each request that did not decode
     groups: dict[int, list[tuple[int, Decoded]]]  # group key -> (index, array)
     started: float  # time.monotonic() when decoding began: the end of queueing
     decode_ms: float  # per request
@@ -207,7 +239,7 @@ class DecodedBatch:
 def decode_batch(batch: list[Pending], classifier: ServedModel, worker_id: str) -> DecodedBatch:
     """Decode every request of ``batch``; one that does not decode gets its error."""
     started = time.monotonic()
-    replies: list[ReplyMessage | None] = [None] * len(batch)
+    replies: list[WorkerReply | None] = [None] * len(batch)
     groups: dict[int, list[tuple[int, Decoded]]] = {}
     for i, item in enumerate(batch):
         try:
@@ -222,7 +254,7 @@ def decode_batch(batch: list[Pending], classifier: ServedModel, worker_id: str) 
 
 def classify_batch(
     decoded: DecodedBatch, classifier: ServedModel, worker_id: str
-) -> list[tuple[ReplyTarget, ReplyMessage]]:
+) -> list[tuple[ReplyTarget, WorkerReply]]:
     """Run each group's forward pass; one reply per request, in order of the batch."""
     batch, replies = decoded.batch, decoded.replies
     for key, members in decoded.groups.items():
@@ -255,6 +287,6 @@ def classify_batch(
 
 def process_batch(
     batch: list[Pending], classifier: ServedModel, worker_id: str
-) -> list[tuple[ReplyTarget, ReplyMessage]]:
+) -> list[tuple[ReplyTarget, WorkerReply]]:
     """Decode and classify ``batch``; one reply per request, in order of the batch."""
     return classify_batch(decode_batch(batch, classifier, worker_id), classifier, worker_id)

@@ -3,8 +3,10 @@
 Replies are sent in the background so that neither the receive loop (busy/expired
 refusals under overload) nor the batch loop waits a broker round trip per message:
 awaiting each QoS 1 PUBACK in turn caps a worker at a few hundred frames/s. Answers to
-frames that came in a bundle go back as one bundle per reply topic (and echoed
-correlation data); the rest go one message each.
+frames that came in a bundle go back as one message per reply topic (and echoed
+correlation data) and batch: results as one :class:`ResultColumns` where the bundle
+asked for columns, everything else as members of a :class:`ReplyBundle`. The rest go
+one message each.
 """
 
 from __future__ import annotations
@@ -16,8 +18,17 @@ from collections.abc import Sequence
 import aiomqtt
 
 from cloud_worker.metrics import WorkerMetrics
+from cloud_worker.processing import Packing, WorkerReply
 from pipeline.mqtt import Client
-from pipeline.protocol import MAX_BUNDLE_FRAMES, ErrorReply, Reply, ReplyBundle
+from pipeline.protocol import (
+    MAX_BUNDLE_FRAMES,
+    ErrorReply,
+    Reply,
+    ReplyBundle,
+    ResultColumns,
+    ResultRow,
+    frames_per_message,
+)
 from pipeline.topics import ReplyTarget
 
 __all__ = ["MAX_UNACKED_REPLIES", "Answer", "ReplyPublisher"]
@@ -28,7 +39,7 @@ logger = logging.getLogger(__name__)
 # publisher waits (bounded memory when the broker is slow).
 MAX_UNACKED_REPLIES = 1024
 
-Answer = tuple[ReplyTarget, Reply, bool]  # where, what, and whether it may be bundled
+Answer = tuple[ReplyTarget, WorkerReply, Packing]  # where, what, and how it travels
 
 
 class ReplyPublisher:
@@ -61,14 +72,26 @@ class ReplyPublisher:
     def _messages(self, answers: Sequence[Answer]) -> list[tuple[ReplyTarget, bytes]]:
         self._count([reply for _, reply, _ in answers])
         out: list[tuple[ReplyTarget, bytes]] = []
-        bundles: dict[tuple[str, object], tuple[ReplyTarget, list[bytes]]] = {}
-        for target, reply, bundled in answers:
-            if not bundled:
+        # Per reply topic and correlation data: the members, and the rows of columns.
+        grouped: dict[tuple[str, object], tuple[ReplyTarget, list[bytes], list[ResultRow]]] = {}
+        for target, reply, packing in answers:
+            if packing is Packing.ALONE:
+                assert not isinstance(reply, ResultRow)  # rows only answer COLUMNS requests
                 out.append((target, reply.to_bytes()))
                 continue
             key = (target.topic, getattr(target.properties, "CorrelationData", None))
-            bundles.setdefault(key, (target, []))[1].append(reply.to_bytes())
-        for target, members in bundles.values():
+            _, members, rows = grouped.setdefault(key, (target, [], []))
+            if isinstance(reply, ResultRow):
+                rows.append(reply)
+            else:
+                members.append(reply.to_bytes())
+        for target, members, rows in grouped.values():
+            if rows:
+                step = frames_per_message(len(rows[0].topk_labels))
+                for start in range(0, len(rows), step):
+                    part = rows[start : start + step]
+                    columns = ResultColumns.of_rows(part, worker_id=self._worker_id)
+                    out.append((target, columns.to_bytes()))
             for start in range(0, len(members), MAX_BUNDLE_FRAMES):
                 chunk = members[start : start + MAX_BUNDLE_FRAMES]
                 data = chunk[0] if len(chunk) == 1 else ReplyBundle(replies=tuple(chunk)).to_bytes()
@@ -80,7 +103,7 @@ class ReplyPublisher:
         if self._sending:
             await asyncio.wait(self._sending)
 
-    def _count(self, replies: Sequence[Reply]) -> None:
+    def _count(self, replies: Sequence[WorkerReply]) -> None:
         """Errors by code, one at a time; results with one call (a counter per reply
         was measurable on a saturated worker)."""
         results = 0

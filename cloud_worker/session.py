@@ -2,8 +2,9 @@
 
 Tasks (cancelled together when the session ends)::
 
-    receive   MQTT messages (one frame or a bundle) -> validate each -> admission ->
-              the backlog's bounded queue (or an error reply at once)
+    receive   MQTT messages (one frame or a bundle) -> validate each -> admission, for
+              the message at once -> the backlog's bounded queue, as one unit (or an
+              error reply at once)
     batches   the batch stages (:mod:`cloud_worker.stages`)
     status    the retained load report every ``status_interval_s``
 
@@ -26,10 +27,11 @@ from dataclasses import dataclass
 import aiomqtt
 
 from cloud_worker.admission import Admission
+from cloud_worker.backlog import Backlog
 from cloud_worker.metrics import WorkerMetrics
-from cloud_worker.processing import Pending, ServedModel
+from cloud_worker.processing import Packing, Pending, ServedModel
 from cloud_worker.replying import ReplyPublisher
-from cloud_worker.stages import GOODBYE_TIMEOUT_S, Backlog, BatchStages, refusal
+from cloud_worker.stages import GOODBYE_TIMEOUT_S, BatchStages, refusal
 from cloud_worker.stats import WorkerStats
 from pipeline.config import WorkerConfig
 from pipeline.errors import ProtocolError, TransportError
@@ -126,20 +128,20 @@ class WorkerSession:
     async def _drain(self) -> None:
         """Stop taking frames and finish the queue, for at most ``drain_timeout_s``."""
         self.draining = True
-        queue = self._parts.backlog.queue
+        backlog = self._parts.backlog
         logger.info(
-            "worker %s stopping: draining %d queued frames", self._cfg.worker_id, queue.qsize()
+            "worker %s stopping: draining %d queued frames", self._cfg.worker_id, backlog.queued
         )
         with contextlib.suppress(aiomqtt.MqttError):
             await self._client.unsubscribe(self._parts.subscription)
         try:
             async with asyncio.timeout(self._cfg.drain_timeout_s):
-                await queue.join()
+                await backlog.queue.join()
         except TimeoutError:
             logger.warning(
                 "worker %s: %d frames still queued after %.1f s; answering shutting_down",
                 self._cfg.worker_id,
-                queue.qsize(),
+                backlog.waiting(),
                 self._cfg.drain_timeout_s,
             )
 
@@ -179,16 +181,15 @@ class WorkerSession:
             acknowledge(self._client, message)
 
     async def _take(self, message: aiomqtt.Message) -> None:
-        """Queue each request of ``message`` or refuse it, and send the refusals."""
-        target, requests, refusals, bundled = self._open(message)
-        for request in requests:
-            refused = self._admit(message.topic.value, target, request, bundled=bundled)
-            if refused is not None:
-                refusals.append(refused)
+        """Queue the requests of ``message`` (as units of at most ``max_batch``) or
+        refuse them, and send the refusals."""
+        target, requests, refusals, packing = self._open(message)
+        if requests:
+            refusals += self._admit(message.topic.value, target, requests, packing)
         if self._answerable(message, target, refusals):
             assert target is not None
             await self._parts.replies.deliver(
-                self._client, [(target, refused, bundled) for refused in refusals]
+                self._client, [(target, refused, packing) for refused in refusals]
             )
 
     def refuse_at_once(self, message: aiomqtt.Message) -> None:
@@ -196,7 +197,7 @@ class WorkerSession:
         refuse ``message`` now, from the client's callback, with ``busy``. Its sender
         learns at once, and the broker hears it was taken care of only after that."""
         self._parts.metrics.receive_overflow()
-        target, requests, refusals, bundled = self._open(message)
+        target, requests, refusals, packing = self._open(message)
         refusals += [
             self._refusal(ErrorCode.BUSY, "worker overloaded: receive queue full", r.frame_id)
             for r in requests
@@ -206,22 +207,26 @@ class WorkerSession:
         if self._answerable(message, target, refusals):
             assert target is not None
             self._parts.replies.deliver_now(
-                self._client, [(target, refused, bundled) for refused in refusals]
+                self._client, [(target, refused, packing) for refused in refusals]
             )
 
     def _open(
         self, message: aiomqtt.Message
-    ) -> tuple[ReplyTarget | None, list[FrameRequest], list[ErrorReply], bool]:
+    ) -> tuple[ReplyTarget | None, list[FrameRequest], list[ErrorReply], Packing]:
         """Where to reply, the requests a message holds, refusals for what is malformed
-        in it, and whether it was a bundle."""
+        in it, and how its answers travel."""
         topic = message.topic.value
         target = reply_target(self._parts.topics, topic, message.properties)
         try:
             arrived = decode_frames(payload_bytes(message))
         except ProtocolError as exc:
-            return target, [], [self._bad_message(topic, exc)], False
+            return target, [], [self._bad_message(topic, exc)], Packing.ALONE
         refusals = [self._bad_message(topic, exc) for exc in arrived.errors]
-        return target, list(arrived.requests), refusals, arrived.bundled
+        if not arrived.bundled:
+            packing = Packing.ALONE
+        else:
+            packing = Packing.COLUMNS if arrived.columns else Packing.MEMBERS
+        return target, arrived.requests, refusals, packing
 
     def _answerable(
         self, message: aiomqtt.Message, target: ReplyTarget | None, refusals: list[ErrorReply]
@@ -237,20 +242,32 @@ class WorkerSession:
         return False
 
     def _admit(
-        self, topic: str, target: ReplyTarget | None, request: FrameRequest, *, bundled: bool
-    ) -> ErrorReply | None:
-        """Queue ``request``, or return the refusal to answer it with."""
+        self,
+        topic: str,
+        target: ReplyTarget | None,
+        requests: list[FrameRequest],
+        packing: Packing,
+    ) -> list[ErrorReply]:
+        """Queue what admission takes of ``requests`` (one message's), in units of at
+        most ``max_batch``; return the refusals for the rest."""
         p = self._parts
-        refused = p.admission.check(
-            topic, target, request, draining=self.draining, frames_ahead=p.backlog.ahead()
+        verdicts = p.admission.check_all(
+            topic, target, requests, draining=self.draining, frames_ahead=p.backlog.ahead()
         )
-        if refused is not None:
-            return self._refusal(refused.code, refused.message, request.frame_id)
-        assert target is not None  # admission refuses a request with nowhere to reply
-        try:
-            p.backlog.queue.put_nowait(Pending(request, target, time.monotonic(), bundled))
-        except asyncio.QueueFull:
-            return self._refusal(
-                ErrorCode.BUSY, f"queue full ({self._cfg.max_queue})", request.frame_id
-            )
-        return None
+        refusals: list[ErrorReply] = []
+        taken: list[Pending] = []
+        room = p.backlog.room()
+        arrived = time.monotonic()
+        for request, refused in zip(requests, verdicts, strict=True):
+            if refused is not None:
+                refusals.append(self._refusal(refused.code, refused.message, request.frame_id))
+            elif len(taken) >= room:
+                message = f"queue full ({self._cfg.max_queue})"
+                refusals.append(self._refusal(ErrorCode.BUSY, message, request.frame_id))
+            else:
+                assert target is not None  # admission refuses a request with nowhere to reply
+                taken.append(Pending(request, target, arrived, packing))
+        step = self._cfg.max_batch
+        for start in range(0, len(taken), step):
+            p.backlog.put(taken[start : start + step])
+        return refusals

@@ -15,30 +15,29 @@ import asyncio
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import aiomqtt
 
 from cloud_worker.admission import Admission
-from cloud_worker.batching import next_batch
+from cloud_worker.backlog import Backlog
 from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.processing import (
     DecodedBatch,
     Pending,
     ServedModel,
+    WorkerReply,
     classify_batch,
     decode_batch,
 )
 from cloud_worker.replying import Answer, ReplyPublisher
 from cloud_worker.stats import WorkerStats
 from pipeline.config import WorkerConfig
-from pipeline.protocol import DetectionResult, ErrorCode, ErrorReply, Reply, Result
+from pipeline.protocol import DetectionResult, ErrorCode, ErrorReply, Result, ResultRow
 from pipeline.topics import ReplyTarget
 
 __all__ = [
     "GOODBYE_TIMEOUT_S",
     "INLINE_DECODE_BYTES",
-    "Backlog",
     "BatchStages",
     "classify_slowed",
     "refusal",
@@ -53,35 +52,6 @@ the decode thread and back (two loop wake-ups, two GIL hand-overs) costs more CP
 decoding a few small JPEGs (~20 us each at 28x28), and a camera's frame one message at a
 time makes batches of one or two. Bigger batches, and any camera-sized JPEG, still
 decode in the thread, off the loop (~1 ms at most here)."""
-
-
-@dataclass(slots=True)
-class Backlog:
-    """The frames a worker holds, across reconnects: queued, batched and decoding
-    (``held``), and computing in the inference thread now."""
-
-    queue: asyncio.Queue[Pending]
-    held: dict[int, list[Pending]] = field(default_factory=dict)
-    computing: int = 0
-
-    def waiting(self) -> int:
-        """Frames here and not yet computing: queued, or batched and decoding."""
-        return self.queue.qsize() + sum(len(batch) for batch in self.held.values())
-
-    def ahead(self) -> int:
-        """Frames a newly arrived one would wait for."""
-        return self.waiting() + self.computing
-
-    def take_all(self) -> list[Pending]:
-        """Everything not yet computing, removed (a worker going away answers them)."""
-        taken = [p for batch in self.held.values() for p in batch]
-        self.held.clear()
-        while True:
-            try:
-                taken.append(self.queue.get_nowait())
-            except asyncio.QueueEmpty:
-                return taken
-            self.queue.task_done()
 
 
 def refusal(
@@ -117,6 +87,7 @@ class BatchStages:
         self._replies = replies
         self._stats = stats
         self._metrics = metrics
+        self._units_in: dict[int, int] = {}  # units per batch in flight, by id(batch)
 
     async def run(self) -> None:
         worker_id = self._cfg.worker_id
@@ -133,19 +104,24 @@ class BatchStages:
         self, decoder: ThreadPoolExecutor, out: asyncio.Queue[DecodedBatch]
     ) -> None:
         loop = asyncio.get_running_loop()
-        queue = self._backlog.queue
+        backlog = self._backlog
         while True:
-            batch = await next_batch(
-                queue, max_batch=self._cfg.max_batch, max_wait_s=self._cfg.max_wait_ms / 1000
+            units = await backlog.next_batch(
+                max_batch=self._cfg.max_batch, max_wait_s=self._cfg.max_wait_ms / 1000
             )
-            live = await self._drop_expired(batch)
-            for _ in range(len(batch) - len(live)):
-                queue.task_done()
-            if not live:
-                continue
+            batch = [pending for unit in units for pending in unit]
             # Taken from the queue but not yet computing: answered by the goodbye if the
             # worker is cancelled before the inference thread gets them.
-            self._backlog.held[id(live)] = live
+            backlog.held[id(batch)] = batch
+            live = await self._drop_expired(batch)
+            backlog.held.pop(id(batch), None)
+            if not live:
+                for _ in units:
+                    backlog.queue.task_done()
+                continue
+            # The units are done (queue.join, the drain) once the batch is answered.
+            self._units_in[id(live)] = len(units)
+            backlog.held[id(live)] = live
             if sum(len(p.request.payload) for p in live) <= INLINE_DECODE_BYTES:
                 decoded = decode_batch(live, self._classifier, self._cfg.worker_id)
             else:
@@ -161,7 +137,7 @@ class BatchStages:
             try:
                 await self._compute(decoded)
             finally:
-                for _ in decoded.batch:
+                for _ in range(self._units_in.pop(id(decoded.batch), 0)):
                     self._backlog.queue.task_done()
 
     async def _compute(self, decoded: DecodedBatch) -> None:
@@ -188,7 +164,9 @@ class BatchStages:
         finally:
             self._backlog.computing = 0
         compute_s = time.monotonic() - started
-        computed = sum(1 for _, reply in replies if isinstance(reply, Result | DetectionResult))
+        computed = sum(
+            1 for _, reply in replies if isinstance(reply, Result | ResultRow | DetectionResult)
+        )
         if computed:
             self._stats.record_batch(len(live), compute_s * 1000)
             self._metrics.batch(
@@ -197,14 +175,14 @@ class BatchStages:
         await self._send_replies(live, replies)
 
     async def _send_replies(
-        self, live: list[Pending], replies: list[tuple[ReplyTarget, Reply]]
+        self, live: list[Pending], replies: list[tuple[ReplyTarget, WorkerReply]]
     ) -> None:
         # Hand the whole batch to the broker at once: awaiting each QoS 1 PUBACK in turn
         # caps a worker at a few hundred frames/s.
         await self._replies.deliver(
             self._client,
             [
-                (target, reply, pending.bundled)
+                (target, reply, pending.packing)
                 for pending, (target, reply) in zip(live, replies, strict=True)
             ],
         )
@@ -215,7 +193,12 @@ class BatchStages:
         now = time.time()
         # This batch computes after the one in the inference thread now.
         frames = len(batch) + self._backlog.computing
-        live: list[Pending] = []
+        # Deadline.met_by, once for the batch: most frames are in time.
+        ready = self._admission.ready_ts(frames, now)
+        live = [p for p in batch if ready < p.request.deadline_ts]
+        if len(live) == len(batch):
+            return live
+        live = []
         expired: list[Answer] = []
         for pending in batch:
             late = self._admission.late_in_batch(pending.request, batch_frames=frames, now=now)
@@ -225,7 +208,7 @@ class BatchStages:
             reply = refusal(
                 self._stats, self._cfg.worker_id, late.code, late.message, pending.request.frame_id
             )
-            expired.append((pending.target, reply, pending.bundled))
+            expired.append((pending.target, reply, pending.packing))
         if expired:
             await self._replies.deliver(self._client, expired)
         return live
@@ -233,7 +216,7 @@ class BatchStages:
 
 def classify_slowed(
     decoded: DecodedBatch, classifier: ServedModel, worker_id: str, slowdown: float
-) -> list[tuple[ReplyTarget, Reply]]:
+) -> list[tuple[ReplyTarget, WorkerReply]]:
     """``classify_batch``, then hold the inference thread ``slowdown - 1`` times as long
     again (``worker.slowdown``): the whole compute path, timings and queue, slows alike."""
     started = time.monotonic()

@@ -31,11 +31,11 @@ import aiomqtt
 import torch
 
 from cloud_worker.admission import Admission
+from cloud_worker.backlog import Backlog
 from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.processing import ServedModel
 from cloud_worker.replying import ReplyPublisher
 from cloud_worker.session import WorkerParts, WorkerSession
-from cloud_worker.stages import Backlog
 from cloud_worker.stats import WorkerStats
 from pipeline.allocator import keep_freed_memory
 from pipeline.config import Config
@@ -64,7 +64,7 @@ class CloudWorker:
         self._cfg = config.worker
         self._topics = config.topics
         self._classifier = classifier
-        self._backlog = Backlog(asyncio.Queue(maxsize=self._cfg.max_queue))
+        self._backlog = Backlog(self._cfg.max_queue)
         self.stats = WorkerStats()
         self.metrics = WorkerMetrics(self._cfg.worker_id, self._served_model())
         self._replies = ReplyPublisher(self._cfg.worker_id, self._cfg.qos, self.metrics)

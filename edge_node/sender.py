@@ -148,9 +148,9 @@ class FrameSender:
             correlation: bytes | None = batch[0].frame_id.encode()
         else:
             data = FrameBundle(
-                edge_id=self._edge_id, frames=tuple(i.data for i in batch)
+                edge_id=self._edge_id, frames=tuple(i.data for i in batch), columns=True
             ).to_bytes()
-            correlation = None  # each member names its frame
+            correlation = None  # each member names its frame, and each column entry
         properties = request_properties(self._response_topic, correlation) if self._mqtt5 else None
         self.messages += 1
         self.frames += len(batch)

@@ -110,7 +110,12 @@ def test_bundles_encode_byte_for_byte_as_messagepack_does(count: int, size: int)
 
 def _packed_by_msgpack(message: FrameBundle | ReplyBundle) -> bytes:
     body: dict[str, object] = {"v": _wire.SCHEMA_VERSION, "t": message.MESSAGE_TYPE}
-    body.update((f, getattr(message, f)) for f in message.__struct_fields__ if f != "_t")
+    # An optional field at None is left out, as the protocol always has.
+    body.update(
+        (f, getattr(message, f))
+        for f in message.__struct_fields__
+        if f != "_t" and getattr(message, f) is not None
+    )
     packed = msgpack.packb(body, use_bin_type=True)
     assert isinstance(packed, bytes)
     return packed

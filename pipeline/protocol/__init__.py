@@ -14,6 +14,7 @@ from pipeline.protocol.bundles import (
     decode_frames,
     decode_replies,
 )
+from pipeline.protocol.columns import ResultColumns, ResultRow, frames_per_message
 from pipeline.protocol.detections import MAX_DETECTIONS, DetectionResult
 from pipeline.protocol.events import Decision, Event
 from pipeline.protocol.frames import (
@@ -45,10 +46,13 @@ __all__ = [
     "Reply",
     "ReplyBundle",
     "Result",
+    "ResultColumns",
+    "ResultRow",
     "Task",
     "TensorDType",
     "WorkerStatus",
     "decode_frames",
     "decode_replies",
     "decode_reply",
+    "frames_per_message",
 ]

@@ -7,6 +7,11 @@ at full speed, a multi-camera box, a burst after a stall) it sends them as one
 same batch with one :class:`ReplyBundle`. A camera at its own pace has one frame ready
 at a time and sends plain :class:`FrameRequest` messages, exactly as before.
 
+An edge that sets a frame bundle's ``columns`` takes its results back as one
+:class:`~pipeline.protocol.columns.ResultColumns` per batch instead of as members
+(errors and detections stay members); a bundle without it is answered with members, as
+before, so an edge that predates columns is answered as it expects.
+
 Each member is a complete encoded message (``FrameRequest.to_bytes()``, a result,
 detections or an error), so it is validated on its own: one bad frame in a bundle gets its own
 ``bad_request`` answer and never spoils the others. Bundles carry no per-frame MQTT 5
@@ -22,6 +27,7 @@ from typing import ClassVar, Literal
 from pipeline.errors import ProtocolError
 from pipeline.protocol import _wire
 from pipeline.protocol._checks import check_id
+from pipeline.protocol.columns import ResultColumns
 from pipeline.protocol.frames import (
     ENVELOPE_ALLOWANCE,
     MAX_PAYLOAD_BYTES,
@@ -66,6 +72,9 @@ class FrameBundle(_wire.WireMessage, frozen=True, kw_only=True):
     _t: Literal["frames"] = _wire.type_field(MESSAGE_TYPE)
     edge_id: _wire.Str
     frames: _wire.Blobs
+    # True: answer the results as columns (ResultColumns). Left out when None, so a
+    # bundle without it is byte for byte what edges before columns sent.
+    columns: bool | None = None
 
     def __post_init__(self) -> None:
         check_id(self.edge_id, "edge_id")
@@ -98,14 +107,24 @@ def decode_replies(
     """Whatever arrived on a result topic: one reply, or a bundle's replies.
 
     Returns the replies that decoded and the errors of the members that did not; a
-    broken envelope raises :class:`ProtocolError`, as :func:`decode_reply` does.
+    broken envelope raises :class:`ProtocolError`, as :func:`decode_reply` does. A
+    :class:`ResultColumns` becomes its results, one per frame.
     """
-    message = _wire.decode_fast(data, (ReplyBundle, *REPLY_TYPES))
+    message = _wire.decode_fast(data, (ReplyBundle, ResultColumns, *REPLY_TYPES))
     if isinstance(message, REPLY_TYPES):
         return [message], []
+    if isinstance(message, ResultColumns):
+        return list(message.results()), []
     bundle = message if isinstance(message, ReplyBundle) else None
     if bundle is None:  # the checked path
         obj = _wire.unpack_map(data, max_bytes=ReplyBundle.MAX_BYTES)
+        if _wire.message_type(obj) == ResultColumns.MESSAGE_TYPE:
+            if len(data) > ResultColumns.MAX_BYTES:
+                raise ProtocolError(
+                    f"a columns reply of {len(data)} bytes exceeds {ResultColumns.MAX_BYTES}",
+                    reason="oversize",
+                )
+            return list(_wire.decode_as(ResultColumns, obj).results()), []
         if _wire.message_type(obj) != ReplyBundle.MESSAGE_TYPE:
             if len(data) > MAX_REPLY_BYTES:
                 raise ProtocolError(
@@ -130,6 +149,7 @@ class ArrivedFrames:
     requests: list[FrameRequest]
     errors: list[ProtocolError]  # each with the member's frame id when it could be read
     bundled: bool  # the sender bundles, so it also takes bundled replies
+    columns: bool = False  # and takes its results as columns
 
 
 def decode_frames(
@@ -160,4 +180,4 @@ def decode_frames(
             requests.append(FrameRequest.from_bytes(member, max_payload_bytes=max_payload_bytes))
         except ProtocolError as exc:
             errors.append(exc)
-    return ArrivedFrames(requests, errors, bundled=True)
+    return ArrivedFrames(requests, errors, bundled=True, columns=bool(bundle.columns))
