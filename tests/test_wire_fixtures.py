@@ -15,6 +15,7 @@ from pipeline.protocol import (
     FrameRequest,
     PayloadCodec,
     ReplyBundle,
+    ResultColumns,
     Task,
     TensorDType,
     decode_frames,
@@ -34,7 +35,7 @@ def test_every_message_type_and_case_has_a_fixture() -> None:
     kinds = {type(message).__name__ for message in FIXTURES.values()}
     assert kinds == {
         "FrameRequest", "Result", "DetectionResult", "ErrorReply", "FrameBundle",
-        "ReplyBundle", "EdgeStatus", "WorkerStatus", "Event",
+        "ReplyBundle", "ResultColumns", "EdgeStatus", "WorkerStatus", "Event",
     }  # fmt: skip
     frames = [m for m in FIXTURES.values() if isinstance(m, FrameRequest)]
     assert {f.codec for f in frames} == set(PayloadCodec)
@@ -80,6 +81,8 @@ def test_the_fixture_decodes_to_its_value(name: str) -> None:
         assert arrived.bundled
         assert [r.to_bytes() for r in arrived.requests] == members
         assert len(arrived.errors) == len(message.frames) - len(members)
+    elif isinstance(message, ResultColumns):
+        assert decode_replies(data) == (message.results(), [])
     elif isinstance(message, ReplyBundle):
         replies, errors = decode_replies(data)
         assert [r.to_bytes() for r in replies] == list(message.replies)

@@ -37,6 +37,8 @@ from pipeline.protocol import (  # noqa: E402 - after the path above
     PayloadCodec,
     ReplyBundle,
     Result,
+    ResultColumns,
+    ResultRow,
     Task,
     TensorDType,
     WorkerStatus,
@@ -194,6 +196,26 @@ BUNDLES: dict[str, FrameBundle | ReplyBundle] = {
     ),
 }
 
+# Added with columns replies: a bundle asking for them, and the answer.
+COLUMNS: dict[str, FrameBundle | ResultColumns] = {
+    "frame_bundle_columns": FrameBundle(
+        edge_id="cam-1",
+        frames=(FRAMES["frame_jpeg"].to_bytes(), FRAMES["frame_raw_uint8"].to_bytes()),
+        columns=True,
+    ),
+    "result_columns": ResultColumns.of_rows(
+        [
+            ResultRow(
+                r.frame_id, r.label, r.label_name or "", r.topk_labels[:1], r.topk_scores[:1],
+                "fmnist_exit_resnet", "1", r.queue_ms, r.decode_ms, r.inference_ms,
+                r.batch_size,
+            )
+            for r in RESULTS.values()
+        ],
+        worker_id="w1",
+    ),
+}  # fmt: skip
+
 STATUSES: dict[str, WorkerStatus | EdgeStatus] = {
     "worker_status": WorkerStatus(worker_id="w1", online=False, ts=TS),
     "worker_status_full": WorkerStatus(
@@ -232,7 +254,8 @@ EVENTS: dict[str, Event] = {
 }  # fmt: skip
 
 FIXTURES: dict[str, object] = {
-    **FRAMES, **DETECT_FRAMES, **RESULTS, **DETECTIONS, **ERRORS, **BUNDLES, **STATUSES, **EVENTS
+    **FRAMES, **DETECT_FRAMES, **RESULTS, **DETECTIONS, **ERRORS, **BUNDLES, **COLUMNS,
+    **STATUSES, **EVENTS,
 }  # fmt: skip
 
 
