@@ -5,6 +5,7 @@ shared tables (pipeline/paho_properties.py) and socket reads served from a buffe
 from __future__ import annotations
 
 import socket
+import struct
 from typing import Any
 
 import paho.mqtt
@@ -101,6 +102,44 @@ def test_fast_properties_unpack_what_paho_packs() -> None:
     back = FastProperties(PacketTypes.PUBLISH)
     back.unpack(packed)
     assert back.json() == theirs.json() == ours.json()
+
+
+def _unpacked(cls: type[Properties], data: bytes) -> tuple[str, Any]:
+    props = cls(PacketTypes.PUBLISH)
+    try:
+        _, used = props.unpack(data)
+    except (MQTTException, UnicodeDecodeError, struct.error) as exc:
+        return ("error", f"{type(exc).__name__}: {exc}")
+    return ("ok", (props.json(), used))
+
+
+def _utf8_property(ident: int, raw: bytes, *, claimed: int | None = None) -> bytes:
+    body = bytes([ident]) + struct.pack("!H", len(raw) if claimed is None else claimed) + raw
+    return bytes([len(body)]) + body
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _utf8_property(8, b"p/results/cam-1"),  # ResponseTopic
+        _utf8_property(8, "größe/é".encode()),
+        _utf8_property(8, b""),
+        _utf8_property(8, b"a\x00b"),
+        _utf8_property(8, "a\ufeffb".encode()),
+        _utf8_property(8, "x\ufeff\x00".encode()),  # both: paho names the first it meets
+        _utf8_property(8, "x\x00\ufeff".encode()),
+        _utf8_property(8, b"\xed\xa0\x80"),  # an encoded surrogate: not UTF-8
+        _utf8_property(8, b"\xff"),
+        _utf8_property(8, b"abc", claimed=9),  # longer than the properties
+        bytes([1, 8]),  # no room for the length
+        _utf8_property(38, b"\x00\x01k\x00\x01v"),  # UserProperty, a pair
+        _utf8_property(38, b"\x00\x01k\x00\x05v"),  # its value runs past
+        _utf8_property(38, b"\x00\x01k\x00\x01\x00"),
+        bytes([3, 1, 1, 9]),  # PayloadFormatIndicator then an id with no value
+    ],
+)
+def test_fast_properties_read_strings_and_refuse_what_paho_refuses(data: bytes) -> None:
+    assert _unpacked(FastProperties, data) == _unpacked(Properties, data)
 
 
 def test_installed_properties_are_the_ones_paho_makes() -> None:
