@@ -2,11 +2,11 @@
 
 Two stages, one batch apart: while the inference thread classifies a batch, a decode
 thread decodes the next (OpenCV releases the GIL), so decoding costs the inference
-thread nothing; a batch of a few small payloads decodes on the loop instead
-(:data:`INLINE_DECODE_BYTES`). At most one decoded batch waits for it. A batch's
-requests are checked against their deadlines once more when the batch is formed
-(:class:`Admission`): those that would be late are answered ``expired`` instead of
-computed.
+thread nothing; a batch with few JPEG bytes (raw pixels and tensors are only viewed,
+never decoded) decodes on the loop instead (:data:`INLINE_DECODE_BYTES`). At most one
+decoded batch waits for it. A batch's requests are checked against their deadlines
+once more when the batch is formed (:class:`Admission`): those that would be late are
+answered ``expired`` instead of computed.
 """
 
 from __future__ import annotations
@@ -47,11 +47,12 @@ GOODBYE_TIMEOUT_S = 3.0
 """How long a worker going away spends telling edges so (and finishing a batch's replies)."""
 
 INLINE_DECODE_BYTES = 32 * 1024
-"""A batch with at most this many payload bytes decodes on the event loop: the hop to
-the decode thread and back (two loop wake-ups, two GIL hand-overs) costs more CPU than
-decoding a few small JPEGs (~20 us each at 28x28), and a camera's frame one message at a
-time makes batches of one or two. Bigger batches, and any camera-sized JPEG, still
-decode in the thread, off the loop (~1 ms at most here)."""
+"""A batch with at most this many JPEG bytes decodes on the event loop: the hop to the
+decode thread and back (two loop wake-ups, two GIL hand-overs, ~80 us of CPU here)
+costs more than decoding a few small JPEGs (~20 us each at 28x28), and a camera's frame
+one message at a time makes batches of one or two. Raw pixels and tensors are viewed in
+place (``np.frombuffer``), so they never count. Bigger batches, and any camera-sized
+JPEG, still decode in the thread, off the loop (~1 ms at most here)."""
 
 
 def refusal(
@@ -122,7 +123,7 @@ class BatchStages:
             # The units are done (queue.join, the drain) once the batch is answered.
             self._units_in[id(live)] = len(units)
             backlog.held[id(live)] = live
-            if sum(len(p.request.payload) for p in live) <= INLINE_DECODE_BYTES:
+            if _jpeg_bytes(live) <= INLINE_DECODE_BYTES:
                 decoded = decode_batch(live, self._classifier, self._cfg.worker_id)
             else:
                 decoded = await loop.run_in_executor(
@@ -212,6 +213,11 @@ class BatchStages:
         if expired:
             await self._replies.deliver(self._client, expired)
         return live
+
+
+def _jpeg_bytes(batch: list[Pending]) -> int:
+    """The bytes of ``batch`` that decoding costs time for: its JPEG payloads'."""
+    return sum(len(p.request.payload) for p in batch if p.request.codec.is_jpeg)
 
 
 def classify_slowed(
