@@ -91,6 +91,29 @@ def jpeg_request(
     )
 
 
+def raw_request(
+    frame_id: str,
+    *,
+    edge_id: str = "cam-1",
+    pixels: bytes = bytes(784),
+    model: str = "fmnist_exit_resnet",
+) -> FrameRequest:
+    """A Fashion-MNIST-sized frame of raw uint8 pixels, due in 30 s."""
+    now = time.time()
+    return FrameRequest(
+        frame_id=frame_id,
+        edge_id=edge_id,
+        seq=0,
+        capture_ts=now,
+        deadline_ts=now + 30,
+        codec=PayloadCodec.RAW,
+        shape=(28, 28, 1),
+        dtype=TensorDType.UINT8,
+        payload=pixels,
+        model=model,
+    )
+
+
 async def next_message(c: aiomqtt.Client, timeout_s: float = 20) -> aiomqtt.Message:
     async with asyncio.timeout(timeout_s):
         return await anext(aiter(c.messages))

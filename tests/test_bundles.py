@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 
 import msgpack
 import msgspec
@@ -34,26 +33,14 @@ from pipeline.protocol import (
     decode_replies,
 )
 from pipeline.protocol.replies import MAX_REPLY_BYTES
-from tests._helpers import client, running_worker
+from tests._helpers import client, raw_request, running_worker
 
 MODEL = "fmnist_exit_resnet"
 EDGE = "cam-1"
 
 
 def _raw(frame_id: str, *, edge_id: str = EDGE, pixels: bytes = bytes(784)) -> FrameRequest:
-    now = time.time()
-    return FrameRequest(
-        frame_id=frame_id,
-        edge_id=edge_id,
-        seq=0,
-        capture_ts=now,
-        deadline_ts=now + 30,
-        codec=PayloadCodec.RAW,
-        shape=(28, 28, 1),
-        dtype=TensorDType.UINT8,
-        payload=pixels,
-        model=MODEL,
-    )
+    return raw_request(frame_id, edge_id=edge_id, pixels=pixels, model=MODEL)
 
 
 # --------------------------------------------------------------------------- wire

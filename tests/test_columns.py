@@ -24,17 +24,15 @@ from pipeline.protocol import (
     ErrorReply,
     FrameBundle,
     FrameRequest,
-    PayloadCodec,
     Result,
     ResultColumns,
     ResultRow,
-    TensorDType,
     decode_frames,
     decode_replies,
     frames_per_message,
 )
 from pipeline.topics import ReplyTarget
-from tests._helpers import client, running_worker
+from tests._helpers import client, raw_request, running_worker
 
 MODEL = "fmnist_exit_resnet"
 EDGE = "cam-1"
@@ -146,19 +144,7 @@ def test_a_bundle_asks_for_columns_and_one_without_the_field_is_as_before() -> N
 
 
 def _raw(frame_id: str, *, edge_id: str = EDGE, pixels: bytes = bytes(784)) -> FrameRequest:
-    now = time.time()
-    return FrameRequest(
-        frame_id=frame_id,
-        edge_id=edge_id,
-        seq=0,
-        capture_ts=now,
-        deadline_ts=now + 30,
-        codec=PayloadCodec.RAW,
-        shape=(28, 28, 1),
-        dtype=TensorDType.UINT8,
-        payload=pixels,
-        model=MODEL,
-    )
+    return raw_request(frame_id, edge_id=edge_id, pixels=pixels, model=MODEL)
 
 
 def _unit(name: str, frames: int) -> list[Pending]:
