@@ -234,6 +234,7 @@ class DecodedBatch:
     groups: dict[int, list[tuple[int, Decoded]]]  # group key -> (index, array)
     started: float  # time.monotonic() when decoding began: the end of queueing
     decode_ms: float  # per request
+    units: int = 1  # queue items (one message's frames each) the batch was taken as
 
 
 def decode_batch(batch: list[Pending], classifier: ServedModel, worker_id: str) -> DecodedBatch:

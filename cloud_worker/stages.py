@@ -88,7 +88,6 @@ class BatchStages:
         self._replies = replies
         self._stats = stats
         self._metrics = metrics
-        self._units_in: dict[int, int] = {}  # units per batch in flight, by id(batch)
 
     async def run(self) -> None:
         worker_id = self._cfg.worker_id
@@ -120,8 +119,6 @@ class BatchStages:
                 for _ in units:
                     backlog.queue.task_done()
                 continue
-            # The units are done (queue.join, the drain) once the batch is answered.
-            self._units_in[id(live)] = len(units)
             backlog.held[id(live)] = live
             if _jpeg_bytes(live) <= INLINE_DECODE_BYTES:
                 decoded = decode_batch(live, self._classifier, self._cfg.worker_id)
@@ -129,6 +126,8 @@ class BatchStages:
                 decoded = await loop.run_in_executor(
                     decoder, decode_batch, live, self._classifier, self._cfg.worker_id
                 )
+            # Its units are done (queue.join, the drain) once the batch is answered.
+            decoded.units = len(units)
             await out.put(decoded)
 
     async def _classify_stage(self, decoded_batches: asyncio.Queue[DecodedBatch]) -> None:
@@ -138,7 +137,7 @@ class BatchStages:
             try:
                 await self._compute(decoded)
             finally:
-                for _ in range(self._units_in.pop(id(decoded.batch), 0)):
+                for _ in range(decoded.units):
                     self._backlog.queue.task_done()
 
     async def _compute(self, decoded: DecodedBatch) -> None:
